@@ -1,0 +1,27 @@
+"""The allowed values of every named choice, in one light module (no torch import): the config checks
+read them here so a bad command line fails in about a second."""
+
+from pathlib import Path
+
+DATASETS = ("shapes", "fashion_mnist", "cifar10", "imagefolder")
+CROPS = ("center", "random_resized")
+TOKENIZERS = ("patch_pca", "none")
+PCA_SCALINGS = ("global", "none")
+SCHEDULES = ("ddpm_linear", "linear_gamma2", "sigma_linear", "single_level")
+PREDICTIONS = ("eps", "x0", "image_pca", "image")
+INPUTS = ("latent", "image")
+LAMBDAS = ("one", "snr", "gamma2", "inv_one_plus_sigma2")
+PROBE_OPTIMIZERS = ("lars", "sgd", "adamw")
+CLEAN_INPUTS = ("original", "projected")
+
+
+def fashion_mnist_files(root: Path, split: str) -> tuple[Path, Path] | None:
+    """The IDX image and label files of a split under root (Debian's layout or torchvision's), or None."""
+    prefix = "train" if split == "train" else "t10k"
+    for sub in (root, root / "FashionMNIST" / "raw"):
+        for ext in (".gz", ""):
+            imgs = sub / f"{prefix}-images-idx3-ubyte{ext}"
+            labs = sub / f"{prefix}-labels-idx1-ubyte{ext}"
+            if imgs.exists() and labs.exists():
+                return imgs, labs
+    return None

@@ -1,0 +1,199 @@
+"""Config checks that run before any work, and the one-line errors users see instead of tracebacks."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A bad config value. The message's first line names the value and what is allowed."""
+
+
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """Options of a config group, as `group=OPTION` spells them (subfolders included)."""
+    root = conf_dir / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def check_group_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """`experiment=nope` -> ConfigError listing the options, before Hydra composes anything."""
+    for ov in overrides:
+        if ov.startswith("-") or "=" not in ov:
+            continue
+        key, value = ov.lstrip("+~").split("=", 1)
+        if "." in key or key.startswith("hydra") or not (conf_dir / key).is_dir():
+            continue
+        values = value.split(",") if "," in value and "(" not in value else [value]
+        for v in values:
+            v = v.strip()
+            if v in ("null", "") or (conf_dir / key / f"{v}.yaml").exists():
+                continue
+            raise ConfigError(f"unknown {key} '{v}'; allowed: {', '.join(group_options(key, conf_dir))}")
+
+
+def _flat_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in cfg.items_ex(resolve=False) if hasattr(cfg, "items_ex") else cfg.items():
+        key = f"{prefix}{k}"
+        out.append(key)
+        if isinstance(v, DictConfig):
+            out += _flat_keys(v, key + ".")
+    return out
+
+
+def explain_compose_error(err: Exception, overrides: list[str]) -> str:
+    """Turn Hydra/OmegaConf composition errors into one line that names the bad value."""
+    msg = str(err).strip()
+    cause = err.__cause__ or err.__context__
+    full = f"{msg}\n{cause}" if cause else msg
+    if "not in struct" in full or "Could not override" in full or "Could not append" in full:
+        bad = None
+        for ov in overrides:
+            key = ov.lstrip("+~").split("=", 1)[0]
+            if f"'{key}'" in full:
+                bad = key
+        if bad is None and "full_key:" in full:
+            bad = full.split("full_key:", 1)[1].split()[0]
+        if bad:
+            hint = ""
+            try:
+                keys = _flat_keys(_default_config())
+                close = difflib.get_close_matches(bad, keys, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+            except Exception:  # the hint is a courtesy; never fail on it
+                pass
+            return f"unknown config key '{bad}' (a misspelt key is an error; add a new key with +{bad}=...){hint}"
+    if "Missing mandatory value" in full:
+        key = full.split("full_key:", 1)[1].split()[0] if "full_key:" in full else "?"
+        return f"missing required value '{key}': set it on the command line ({key}=...)"
+    return msg.splitlines()[0] if msg else type(err).__name__
+
+
+_DEFAULT = None
+
+
+def _default_config() -> DictConfig:
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = compose_config([])
+    return _DEFAULT
+
+
+def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """Compose `conf/<config_name>.yaml` with overrides through Hydra's compose API (no run dir, no chdir)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def _require(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
+    from ldae.choices import (CLEAN_INPUTS, CROPS, DATASETS, INPUTS, LAMBDAS, PREDICTIONS, PROBE_OPTIMIZERS,
+                              SCHEDULES, TOKENIZERS, fashion_mnist_files)
+    from ldae.models.registry import lookup
+
+    missing = OmegaConf.missing_keys(cfg)
+    _require(not missing, f"missing required value '{sorted(missing)[0]}' (set it on the command line)"
+             if missing else "")
+    d, tok = cfg.data, cfg.tokenizer
+    _require(d.name in DATASETS, f"unknown data '{d.name}'; allowed: {', '.join(DATASETS)}")
+    _require(tok.name in TOKENIZERS, f"unknown tokenizer '{tok.name}'; allowed: {', '.join(TOKENIZERS)}")
+    _require(cfg.schedule.name in SCHEDULES, f"unknown schedule '{cfg.schedule.name}'; allowed: {', '.join(SCHEDULES)}")
+    _require(isinstance(d.batch_size, int) and d.batch_size >= 1, f"data.batch_size={d.batch_size} must be an integer >= 1")
+    _require(isinstance(d.image_size, int) and d.image_size >= 1, f"data.image_size={d.image_size} must be an integer >= 1")
+    _require(d.crop in CROPS, f"unknown data.crop '{d.crop}'; allowed: {', '.join(CROPS)}")
+    for key in ("num_train", "num_val"):
+        v = d.get(key)
+        _require(v is None or (isinstance(v, int) and v >= 1), f"data.{key}={v} must be null or an integer >= 1")
+    p = tok.patch_size
+    _require(isinstance(p, int) and p >= 1, f"tokenizer.patch_size={p} must be an integer >= 1")
+    _require(d.image_size % p == 0,
+             f"data.image_size={d.image_size} is not divisible by tokenizer.patch_size={p}; allowed: multiples of {p}")
+    D = 3 * p * p
+    if tok.name != "none":
+        units = tok.latent_units
+        _require(units in ("paper", "absolute"), f"unknown tokenizer.latent_units '{units}'; allowed: paper, absolute")
+        limit = 768 if units == "paper" else D
+        ld = tok.latent_dim
+        _require(isinstance(ld, int) and 1 <= ld <= limit,
+                 f"tokenizer.latent_dim={ld} is out of range; allowed: 1..{limit} "
+                 + ("(the paper's units, per 768-dim patch)" if units == "paper" else f"(the patch dimension D = 3*{p}*{p})"))
+    o = cfg.optim
+    _require(isinstance(o.base_lr, (int, float)) and o.base_lr > 0, f"optim.base_lr={o.base_lr} must be > 0")
+    _require(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")
+    me = cfg.trainer.get("max_epochs")
+    _require(isinstance(me, int) and me >= 1, f"trainer.max_epochs={me} must be an integer >= 1")
+    t = cfg.target
+    _require(t.predict in PREDICTIONS, f"unknown target.predict '{t.predict}'; allowed: {', '.join(PREDICTIONS)}")
+    _require(t.input in INPUTS, f"unknown target.input '{t.input}'; allowed: {', '.join(INPUTS)}")
+    _require(t.lambda_t in LAMBDAS, f"unknown target.lambda_t '{t.lambda_t}'; allowed: {', '.join(LAMBDAS)}")
+    try:
+        lookup(cfg.model.name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    pr = cfg.probe
+    _require(pr.optimizer in PROBE_OPTIMIZERS, f"unknown probe.optimizer '{pr.optimizer}'; allowed: {', '.join(PROBE_OPTIMIZERS)}")
+    _require(pr.clean_input in CLEAN_INPUTS, f"unknown probe.clean_input '{pr.clean_input}'; allowed: {', '.join(CLEAN_INPUTS)}")
+    _require(isinstance(pr.epochs, int) and pr.epochs >= 1, f"probe.epochs={pr.epochs} must be an integer >= 1")
+    _require(isinstance(pr.batch_size, int) and pr.batch_size >= 1, f"probe.batch_size={pr.batch_size} must be an integer >= 1")
+    _require(pr.base_lr > 0, f"probe.base_lr={pr.base_lr} must be > 0")
+    _require(not (pr.cache_features and pr.augment),
+             "probe.cache_features=true needs probe.augment=false (cached features cannot be augmented)")
+    _require(0 <= pr.t <= cfg.schedule.num_steps, f"probe.t={pr.t} must be in 0..{cfg.schedule.num_steps}")
+    # Data on disk: fail now, not after an hour of set-up.
+    if d.name == "imagefolder":
+        _require(bool(d.root), "data.root is required for data=imagefolder (data.root=/path/to/imagenet)")
+        for split in ("train", "val"):
+            _require(os.path.isdir(os.path.join(d.root, split)),
+                     f"data.root={d.root} has no '{split}' folder; expected ROOT/{split}/CLASS/*.JPEG")
+    elif d.name == "fashion_mnist" and not d.download:
+        _require(fashion_mnist_files(Path(d.root), "train") is not None,
+                 f"data.root={d.root} holds no Fashion-MNIST IDX files; install Debian's dataset-fashion-mnist "
+                 f"(files land in /usr/share/datasets/fashion-mnist) or set data.download=true")
+    elif d.name == "cifar10" and not d.download:
+        _require(os.path.isdir(os.path.join(d.root, "cifar-10-batches-py")),
+                 f"data.root={d.root} holds no cifar-10-batches-py folder; set data.download=true to fetch it")
+
+
+def fail(prog: str, message: str, code: int = 2) -> None:
+    """Print `prog: error: message` (no traceback) and exit with `code`."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def precheck_cli(prog: str, argv: list[str]) -> None:
+    """Validate a command line before Hydra starts: unknown group options, misspelt keys, bad values.
+
+    Multirun sweeps are checked option by option here and value by value inside each job.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra")]
+    try:
+        check_group_overrides(overrides)
+        if any(a in ("-m", "--multirun") for a in argv) or any(a.startswith("-") for a in argv):
+            return
+        try:
+            cfg = compose_config(overrides)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise ConfigError(explain_compose_error(e, overrides)) from None
+        validate(cfg)
+    except ConfigError as e:
+        fail(prog, str(e))

@@ -1,0 +1,177 @@
+"""Datasets: every item is (image (3, H, W) float in [-1, 1], label, dataset index).
+
+The index travels with the sample so the corruption can key its randomness on it (DESIGN.md section 2).
+Small datasets (shapes, Fashion-MNIST, CIFAR-10) live in memory as uint8, resized once at load time;
+imagefolder decodes files in loader workers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from ldae.choices import CROPS, DATASETS, fashion_mnist_files
+
+
+class DataError(ValueError):
+    """Missing or unusable data: the message names the path and what was expected."""
+
+
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (.., 3, H, W) -> float in [-1, 1] (DiT's pixel range)."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def train_transform(image_size: int, crop: str, hflip: bool):
+    """Augmentation on uint8 CHW tensors; None when the paper's default (center crop, no flip) applies."""
+    if crop not in CROPS:
+        raise DataError(f"unknown data.crop '{crop}'; allowed: {', '.join(CROPS)}")
+    ops = []
+    if crop == "random_resized":
+        ops.append(v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True))
+    if hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    return v2.Compose(ops) if ops else None
+
+
+class TensorImageDataset(Dataset):
+    """In-memory uint8 images (N, 3, H, W) and labels (N,)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None):
+        assert images.dtype == torch.uint8 and images.ndim == 4 and images.shape[1] == 3, images.shape
+        self.images, self.labels, self.transform = images, labels.long(), transform
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        if self.transform is not None:
+            x = self.transform(x)
+        return to_unit_range(x), self.labels[i], i
+
+
+def resize_center(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, size, size): resize the short side, center crop (ADM/DiT style)."""
+    h, w = images.shape[-2:]
+    if (h, w) == (size, size):
+        return images
+    out = []
+    for chunk in images.split(4096):
+        out.append(v2.functional.center_crop(v2.functional.resize(chunk, size, antialias=True), size))
+    return torch.cat(out)
+
+
+def _subset(images: torch.Tensor, labels: torch.Tensor, n: int | None):
+    return (images, labels) if n is None else (images[:n], labels[:n])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally .gz): big-endian header of dims, then uint8 data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_fashion_mnist(root: str, split: str, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    root_p = Path(root)
+    files = fashion_mnist_files(root_p, split)
+    if files is None and download:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(str(root_p), train=split == "train", download=True)
+        files = fashion_mnist_files(root_p, split)
+    if files is None:
+        raise DataError(f"Fashion-MNIST files not found in data.root={root}: expected "
+                        f"{'train' if split == 'train' else 't10k'}-images-idx3-ubyte.gz; install Debian's "
+                        f"dataset-fashion-mnist or set data.download=true")
+    imgs = torch.from_numpy(_read_idx(files[0]).copy())  # (N, 28, 28)
+    labels = torch.from_numpy(_read_idx(files[1]).astype(np.int64))
+    return imgs[:, None].expand(-1, 3, -1, -1).contiguous(), labels  # grey -> 3 channels
+
+
+def load_cifar10(root: str, split: str, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        ds = CIFAR10(root, train=split == "train", download=download)
+    except RuntimeError as e:
+        raise DataError(f"CIFAR-10 not found in data.root={root} ({e}); set data.download=true to fetch it") from None
+    return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+
+
+class ImageFolderDataset(Dataset):
+    """root/{train,val}/CLASS/*: decoded, resized (short side) and center-cropped in the loader workers."""
+
+    def __init__(self, root: str, split: str, image_size: int, crop: str, hflip: bool, limit: int | None):
+        from torchvision.datasets import ImageFolder
+
+        folder = Path(root) / split
+        if not folder.is_dir():
+            raise DataError(f"data.root={root} has no '{split}' folder: expected {folder}/CLASS/*.JPEG")
+        self.inner = ImageFolder(str(folder))
+        if len(self.inner) == 0:
+            raise DataError(f"no images in {folder}")
+        if limit is not None:
+            g = torch.Generator().manual_seed(0)
+            keep = torch.randperm(len(self.inner), generator=g)[:limit].sort().values
+            self.inner.samples = [self.inner.samples[i] for i in keep]
+        ops = [v2.ToImage()]
+        if crop == "random_resized":
+            ops.append(v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True))
+        else:
+            ops += [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
+        if hflip:
+            ops.append(v2.RandomHorizontalFlip())
+        self.transform = v2.Compose(ops)
+
+    def __len__(self) -> int:
+        return len(self.inner.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.inner.samples[i]
+        img = self.inner.loader(path)
+        return to_unit_range(self.transform(img)), label, i
+
+
+def build_dataset(cfg, split: str, augment: bool = True) -> Dataset:
+    """cfg: the `data` config node; split: train | val. augment=False gives the clean (center-crop) view."""
+    name, size = cfg.name, cfg.image_size
+    crop, hflip = (cfg.crop, cfg.hflip) if augment and split == "train" else ("center", False)
+    limit = cfg.num_train if split == "train" else cfg.num_val
+    if name == "imagefolder":
+        return ImageFolderDataset(cfg.root, split, size, crop, hflip, limit)
+    if name == "shapes":
+        from ldae.data.shapes import make_shapes
+
+        # Train and val come from disjoint seeds; the generator is deterministic per (seed, index).
+        n = cfg.num_train if split == "train" else cfg.num_val
+        imgs, labels = make_shapes(n, size, seed=cfg.seed * 2 + (split != "train"), num_classes=cfg.num_classes,
+                                   difficulty=cfg.difficulty)
+        images, labels = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
+    elif name == "fashion_mnist":
+        images, labels = _subset(*load_fashion_mnist(cfg.root, split, cfg.download), limit)
+    elif name == "cifar10":
+        images, labels = _subset(*load_cifar10(cfg.root, split, cfg.download), limit)
+    else:
+        raise DataError(f"unknown data '{name}'; allowed: {', '.join(DATASETS)}")
+    return TensorImageDataset(resize_center(images, size), labels, train_transform(size, crop, hflip))
+
+
+def data_fingerprint(cfg) -> dict:
+    """What identifies the training images (the tokenizer cache key includes it)."""
+    keys = ("name", "root", "image_size", "num_train", "seed", "difficulty", "num_classes")
+    fp = {k: cfg.get(k) for k in keys}
+    if cfg.name != "shapes" and cfg.root and os.path.exists(cfg.root):
+        fp["root_mtime"] = int(os.path.getmtime(cfg.root))
+    return fp

@@ -1,0 +1,157 @@
+"""Linear probe on frozen features (PAPER.md 2.6, MAE's protocol).
+
+Features: the global-average-pooled encoder output for clean input conditioned on t = 10 (App. A); a
+class-conditional backbone gets the null class, never the label. Head: BatchNorm without affine
+(eps 1e-6) + Linear (trunc-normal std 0.01). The head trains either on cached features (augmentation off)
+or on features computed on the fly from augmented images by the frozen extractor.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from timm.layers import trunc_normal_
+from timm.optim import Lars
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from ldae.diffusion.noise import STREAM_EPS, keyed_normal, sample_keys
+from ldae.lit.schedules import warmup_cosine
+
+from ldae.choices import CLEAN_INPUTS, PROBE_OPTIMIZERS
+
+
+class EncoderFeatures(nn.Module):
+    """Image batch -> (B, width) features of a frozen DiT encoder, as the probe config asks."""
+
+    def __init__(self, backbone, tokenizer, objective, schedule, t: int = 10, noisy: bool = False,
+                 clean_input: str = "original", block: int | None = None, seed: int = 0):
+        super().__init__()
+        if clean_input not in CLEAN_INPUTS:
+            raise ValueError(f"unknown probe.clean_input '{clean_input}'; allowed: {', '.join(CLEAN_INPUTS)}")
+        if not 0 <= t <= schedule.num_steps:
+            raise ValueError(f"probe.t={t} must be in 0..{schedule.num_steps}")
+        self.backbone, self.tokenizer, self.objective, self.schedule = backbone, tokenizer, objective, schedule
+        self.t, self.noisy, self.clean_input, self.block, self.seed = t, noisy, clean_input, block, seed
+        self.requires_grad_(False)
+
+    @property
+    def dim(self) -> int:
+        return self.backbone.hidden_size
+
+    def network_input(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        if self.noisy:
+            z0 = self.tokenizer.encode(x)
+            idx = index if index is not None else torch.arange(x.shape[0], device=x.device)
+            eps = keyed_normal(sample_keys(self.seed, 0, idx), tuple(z0.shape[1:]), STREAM_EPS, z0.dtype)
+            t = torch.full((x.shape[0],), self.t, device=x.device, dtype=torch.long)
+            return self.objective.network_input(self.schedule.corrupt(z0, eps, t), self.tokenizer)
+        if self.objective.input == "latent":
+            return self.tokenizer.encode(x)
+        return x if self.clean_input == "original" else self.tokenizer.decode(self.tokenizer.encode(x))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        self.backbone.eval()
+        t = torch.full((x.shape[0],), self.t, device=x.device, dtype=torch.long)
+        return self.backbone.forward_features(self.network_input(x, index), t, None, self.block)  # (B, D)
+
+
+class PixelFeatures(nn.Module):
+    """The raw-pixel baseline: the image itself, flattened."""
+
+    def __init__(self, image_size: int):
+        super().__init__()
+        self.dim = 3 * image_size * image_size
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return x.flatten(1)
+
+
+@torch.no_grad()
+def extract_features(extractor: nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
+                     desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `extractor` over a loader of (x, y, index): features (N, D) and labels (N,) on the CPU."""
+    extractor.to(device)
+    feats, labels = [], []
+    for x, y, idx in tqdm(loader, desc=desc, leave=False):
+        feats.append(extractor(x.to(device), idx.to(device)).float().cpu())
+        labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
+
+
+class LinearProbe(pl.LightningModule):
+    """BN(affine=False) + Linear on features; `extractor` (frozen) turns images into features when given.
+
+    The probe owns only the parameters it adds (the head); the extractor is frozen and in eval mode.
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int, optimizer: str = "lars", base_lr: float = 0.1,
+                 batch_size: int = 16384, momentum: float = 0.9, weight_decay: float = 0.0,
+                 warmup_epochs: int = 10, extractor: nn.Module | None = None):
+        super().__init__()
+        if optimizer not in PROBE_OPTIMIZERS:
+            raise ValueError(f"unknown probe.optimizer '{optimizer}'; allowed: {', '.join(PROBE_OPTIMIZERS)}")
+        self.head = nn.Sequential(nn.BatchNorm1d(feature_dim, affine=False, eps=1e-6),
+                                  nn.Linear(feature_dim, num_classes))
+        trunc_normal_(self.head[1].weight, std=0.01)
+        nn.init.zeros_(self.head[1].bias)
+        self.extractor = extractor
+        if extractor is not None:
+            extractor.requires_grad_(False)
+        self.opt_name, self.base_lr, self.batch_size = optimizer, base_lr, batch_size
+        self.momentum, self.weight_decay, self.warmup_epochs = momentum, weight_decay, warmup_epochs
+        self.lr = base_lr * batch_size / 256  # lr = base lr x effective batch / 256 (MAE)
+        self._correct = self._total = 0
+        self.history: list[dict] = []  # (epoch, top1) after each validation: the probe's accuracy curve
+
+    def features(self, batch):
+        if self.extractor is None:
+            return batch[0], batch[1]
+        x, y, idx = batch
+        return self.extractor(x, idx), y
+
+    def training_step(self, batch, batch_idx):
+        f, y = self.features(batch)
+        loss = nn.functional.cross_entropy(self.head(f), y)
+        self.log("probe/loss", loss, prog_bar=True, sync_dist=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._correct = self._total = 0
+
+    def validation_step(self, batch, batch_idx):
+        f, y = self.features(batch)
+        self._correct += (self.head(f).argmax(1) == y).sum().item()
+        self._total += y.numel()
+
+    def on_validation_epoch_end(self) -> None:
+        stats = torch.tensor([self._correct, self._total], dtype=torch.float64, device=self.device)
+        if self.trainer.world_size > 1:
+            stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
+        top1 = 100.0 * float(stats[0]) / max(1.0, float(stats[1]))
+        self.log("probe/top1", top1, sync_dist=False)
+        if not self.trainer.sanity_checking:
+            self.history.append({"epoch": self.current_epoch, "top1": top1})
+
+    def configure_optimizers(self):
+        weights = [p for p in self.head.parameters() if p.ndim > 1]
+        others = [p for p in self.head.parameters() if p.ndim <= 1]
+        if self.opt_name == "lars":
+            # MAE's LARS: trust ratio and decay on weight matrices only; timm skips the trust ratio at
+            # weight decay 0 unless always_adapt, so the 2-D group asks for it explicitly.
+            opt = Lars([{"params": weights, "always_adapt": True, "weight_decay": self.weight_decay},
+                        {"params": others, "always_adapt": False, "weight_decay": 0.0}],
+                       lr=self.lr, momentum=self.momentum, trust_coeff=0.001)
+        elif self.opt_name == "sgd":
+            opt = torch.optim.SGD([{"params": weights, "weight_decay": self.weight_decay},
+                                   {"params": others, "weight_decay": 0.0}], lr=self.lr, momentum=self.momentum)
+        else:
+            opt = torch.optim.AdamW([{"params": weights, "weight_decay": self.weight_decay},
+                                     {"params": others, "weight_decay": 0.0}], lr=self.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        sched = warmup_cosine(opt, self.warmup_epochs * per_epoch, total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,55 @@
+"""Model sizes, keyed by encoder size and encoder/decoder depth, with the paper's and DiT's names as aliases.
+
+Canonical key: "{size}-{encoder_depth}-{decoder_depth}" (e.g. "L-12-12"). The paper's default backbone is
+DiT-L: 24 blocks of width 1024 split 12/12, so its encoder is "ViT-12L". Its "ViT-B" and "ViT-L" encoders
+come with a decoder of the same size (PAPER.md 2.4). "micro" and "tiny" are for CPU runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# size -> (width, heads)
+WIDTHS = {"micro": (32, 2), "tiny": (192, 3), "S": (384, 6), "B": (768, 12), "L": (1024, 16), "XL": (1152, 16)}
+
+ALIASES = {
+    "DiT-S": "S-6-6",
+    "DiT-B": "B-6-6",
+    "DiT-L": "L-12-12",
+    "ViT-12L": "L-12-12",
+    "DiT-XL": "XL-14-14",
+    "ViT-B": "B-12-12",
+    "ViT-L": "L-24-24",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str
+    hidden_size: int
+    num_heads: int
+    encoder_depth: int
+    decoder_depth: int
+
+    @property
+    def depth(self) -> int:
+        return self.encoder_depth + self.decoder_depth
+
+
+def known_names() -> list[str]:
+    return sorted(ALIASES) + [f"{s}-E-D" for s in WIDTHS]
+
+
+def lookup(name: str) -> ModelSpec:
+    """A registry name or alias -> ModelSpec. Raises ValueError naming what is allowed."""
+    key = ALIASES.get(name, name)
+    parts = key.split("-")
+    try:
+        size, enc, dec = parts[0], int(parts[1]), int(parts[2])
+        width, heads = WIDTHS[size]
+        if len(parts) != 3 or enc < 1 or dec < 0:
+            raise ValueError
+    except (IndexError, ValueError, KeyError):
+        raise ValueError(f"unknown model.name '{name}'; allowed: {', '.join(sorted(ALIASES))}, "
+                         f"or SIZE-ENC-DEC with SIZE in {', '.join(WIDTHS)} (e.g. tiny-4-4)") from None
+    return ModelSpec(key, width, heads, enc, dec)

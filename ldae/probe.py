@@ -1,0 +1,89 @@
+"""`ldae-probe ckpt_path=CKPT [probe=linear] [probe.t=20 ...]`: evaluate a pretraining checkpoint.
+
+Rebuilds the model from the config stored in the checkpoint (plain data, loaded with weights_only=True)
+and writes results.json in its own run folder.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from ldae.config import CONF_DIR, ConfigError, fail, validate
+from ldae.utils.io import atomic_write_json
+
+
+def load_checkpoint_config(ckpt_path: str) -> tuple[dict, dict]:
+    import torch
+
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a checkpoint written by ldae-train "
+                          f"(RUN_DIR/checkpoints/last.ckpt)")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    if config is None:
+        raise ConfigError(f"ckpt_path={ckpt_path} holds no ldae config: was it written by ldae-train?")
+    return ckpt, config
+
+
+def evaluate(cfg: DictConfig, output_dir: str | Path, probe_overrides: list[str] | None = None,
+             whole_probe: bool = False) -> dict:
+    """Probe the checkpoint `cfg.ckpt_path`. probe_overrides: `probe.KEY=VALUE` applied to the stored recipe."""
+    from ldae.lit.pretrain import PretrainModule
+    from ldae.stages import probe_all
+
+    t0 = time.time()
+    ckpt, stored = load_checkpoint_config(cfg.ckpt_path)
+    run_cfg = OmegaConf.create(stored)
+    if whole_probe:
+        run_cfg.probe = cfg.probe
+    else:
+        for ov in probe_overrides or []:
+            key, value = ov.split("=", 1)
+            OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), merge=False)
+    OmegaConf.set_struct(run_cfg, True)
+    run_cfg.logger = cfg.logger
+    validate(run_cfg)
+    module = PretrainModule(OmegaConf.to_container(run_cfg, resolve=True))
+    module.load_state_dict(ckpt["state_dict"])
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(run_cfg, out / "config.yaml", resolve=True)
+    res = probe_all(run_cfg, module, None, out, baselines=bool(cfg.baselines))
+    results = {"experiment": run_cfg.name, "scale": run_cfg.scale_name, "seed": int(run_cfg.seed),
+               "ckpt_path": str(cfg.ckpt_path), "pretrain_step": int(ckpt.get("global_step", -1)),
+               **res, "wall_s": time.time() - t0}
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base=None)
+def _hydra_main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    task = list(hc.overrides.task)
+    overrides = [o.lstrip("+") for o in task if o.lstrip("+").startswith("probe.")]
+    whole = any(o.startswith("probe=") for o in task)
+    try:
+        return evaluate(cfg, cfg.output_dir or hc.runtime.output_dir, overrides, whole)["probe_top1"]
+    except ConfigError as e:
+        fail("ldae-probe", str(e))
+
+
+def cli() -> None:
+    from ldae.config import check_group_overrides
+
+    try:
+        check_group_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+    except ConfigError as e:
+        fail("ldae-probe", str(e))
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,184 @@
+"""The stages of one run: fit the tokenizer, pretrain, probe (plus the baselines). Used by ldae-train/-probe."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import DataLoader, Subset, TensorDataset
+
+from ldae.data import LDAEDataModule, build_dataset, data_fingerprint
+from ldae.lit.pretrain import PretrainModule, build_backbone_for
+from ldae.lit.probe import EncoderFeatures, LinearProbe, PixelFeatures, extract_features
+from ldae.tokenizers import Tokenizer, build_tokenizer, fit_or_load
+
+log = logging.getLogger("ldae")
+
+# Lightning's advice lines that do not apply to in-memory data on CPU.
+for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*LeafSpec.*",
+                ".*Trying to infer the `batch_size`.*", ".*number of training batches.*"):
+    warnings.filterwarnings("ignore", message=pattern)
+
+
+def world_size_of(tcfg) -> int:
+    devices, nodes = tcfg.get("devices", 1), int(tcfg.get("num_nodes", 1))
+    if isinstance(devices, int) and devices > 0:
+        return devices * nodes
+    if isinstance(devices, (list, tuple)):
+        return len(devices) * nodes
+    use_gpu = tcfg.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return (torch.cuda.device_count() if use_gpu else 1) * nodes
+
+
+def loggers_for(cfg: DictConfig, out: Path, stage: str) -> list:
+    loggers = [CSVLogger(str(out), name="csv", version=stage)]
+    if cfg.logger.wandb:
+        from ldae.wandb_logger import make_wandb_logger
+
+        wl = make_wandb_logger(cfg, out, stage)
+        if wl is not None:
+            loggers.append(wl)
+    return loggers
+
+
+def fit_tokenizer(cfg: DictConfig, train_set) -> tuple[Tokenizer, dict]:
+    """Build the tokenizer and fit it on the clean training images (or load its cached artifact)."""
+    tokenizer = build_tokenizer(cfg.tokenizer)
+    n = len(train_set)
+    limit = cfg.tokenizer.get("fit_images")
+    subset = train_set if not limit or limit >= n else Subset(train_set, range(limit))
+
+    def batches():
+        loader = DataLoader(subset, batch_size=256, shuffle=False, num_workers=int(cfg.data.num_workers))
+        return (x for x, _, _ in loader)
+
+    fp = {**data_fingerprint(cfg.data), "fit_images": limit}
+    record = fit_or_load(tokenizer, batches, fp, cfg.paths.cache_dir if cfg.tokenizer.get("cache") else None)
+    return tokenizer, record
+
+
+def pretrain(cfg: DictConfig, out: Path) -> tuple[PretrainModule, LDAEDataModule, dict]:
+    world = world_size_of(cfg.trainer)
+    dm = LDAEDataModule(cfg.data, world_size=world)
+    dm.setup()
+    clean_train = dm.train_set if (cfg.data.crop == "center" and not cfg.data.hflip) else \
+        build_dataset(cfg.data, "train", augment=False)
+    t0 = time.time()
+    tokenizer, tok_record = fit_tokenizer(cfg, clean_train)
+    tok_s = time.time() - t0
+    module = PretrainModule(OmegaConf.to_container(cfg, resolve=True), tokenizer)
+    ckpt = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="epoch{epoch:03d}", save_last=True,
+                           save_top_k=0, auto_insert_metric_name=False)
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), default_root_dir=str(out),
+                         accumulate_grad_batches=dm.accumulate, logger=loggers_for(cfg, out, "pretrain"),
+                         callbacks=[ckpt, LearningRateMonitor("step")], gradient_clip_val=cfg.optim.gradient_clip,
+                         num_sanity_val_steps=0)
+    t0 = time.time()
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    info = {
+        "pretrain_loss": module.last_epoch_loss,
+        "pretrain_val_loss": _metric(trainer, "pretrain/val_loss"),
+        "pretrain_wall_s": time.time() - t0,
+        "tokenizer_wall_s": tok_s,
+        "steps": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "tokenizer": tok_record,
+        "world_size": trainer.world_size,
+        **{k: v for k, v in module._opt_info.items()},
+        "device_batch_size": dm.device_batch,
+    }
+    return module, dm, info
+
+
+def _metric(trainer: pl.Trainer, name: str) -> float | None:
+    v = trainer.callback_metrics.get(name)
+    return float(v) if v is not None else None
+
+
+def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
+    """(train, val) datasets for the probe: clean views, or augmented train images when probe.augment."""
+    pr = cfg.probe
+    if pr.augment:
+        aug = OmegaConf.merge(cfg.data, {"crop": "random_resized", "hflip": True})
+        train = build_dataset(aug, "train")
+    elif dm is not None and cfg.data.crop == "center" and not cfg.data.hflip:
+        train = dm.train_set
+    else:
+        train = build_dataset(cfg.data, "train", augment=False)
+    val = dm.val_set if dm is not None else build_dataset(cfg.data, "val", augment=False)
+    if pr.num_train and pr.num_train < len(train):
+        train = Subset(train, range(pr.num_train))
+    if pr.num_val and pr.num_val < len(val):
+        val = Subset(val, range(pr.num_val))
+    return train, val
+
+
+def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_set, out: Path, tag: str) -> dict:
+    """Train the linear head on `extractor`'s features and return {top1, curve}."""
+    pr = cfg.probe
+    accel = "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
+    device = "cuda" if accel in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+    fbs = int(pr.feature_batch_size)
+    workers = int(cfg.data.num_workers)
+    if pr.cache_features:
+        mk = lambda ds: DataLoader(ds, batch_size=fbs, shuffle=False, num_workers=workers)  # noqa: E731
+        ftr, ytr = extract_features(extractor, mk(train_set), device, f"features {tag} train")
+        fva, yva = extract_features(extractor, mk(val_set), device, f"features {tag} val")
+        train_set, val_set, extractor_for_head = TensorDataset(ftr, ytr), TensorDataset(fva, yva), None
+        batch, accum = min(pr.batch_size, len(train_set)), 1
+    else:
+        extractor_for_head = extractor
+        batch = min(pr.batch_size, len(train_set))
+        accum = max(1, batch // fbs)
+        batch = batch // accum
+    probe = LinearProbe(feature_dim, cfg.data.num_classes, optimizer=pr.optimizer, base_lr=pr.base_lr,
+                        batch_size=batch * accum, momentum=pr.momentum, weight_decay=pr.weight_decay,
+                        warmup_epochs=pr.warmup_epochs, extractor=extractor_for_head)
+    g = torch.Generator().manual_seed(int(cfg.seed))
+    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=len(train_set) > batch,
+                              generator=g, num_workers=0 if pr.cache_features else workers)
+    val_loader = DataLoader(val_set, batch_size=max(batch, fbs), shuffle=False,
+                            num_workers=0 if pr.cache_features else workers)
+    trainer = pl.Trainer(max_epochs=pr.epochs, accelerator=accel, devices=1, logger=loggers_for(cfg, out, f"probe_{tag}"),
+                         enable_checkpointing=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
+                         enable_model_summary=False, accumulate_grad_batches=accum, num_sanity_val_steps=0,
+                         check_val_every_n_epoch=max(1, pr.epochs // 10), log_every_n_steps=10)
+    trainer.fit(probe, train_loader, val_loader)
+    curve = probe.history
+    return {"top1": curve[-1]["top1"], "curve": curve, "lr": probe.lr, "batch_size": batch * accum}
+
+
+def encoder_features(cfg: DictConfig, module: PretrainModule, backbone=None) -> EncoderFeatures:
+    pr = cfg.probe
+    return EncoderFeatures(backbone if backbone is not None else module.encoder(pr.use_ema), module.tokenizer,
+                           module.objective, module.schedule, t=pr.t, noisy=pr.noisy,
+                           clean_input=pr.clean_input, block=pr.block, seed=int(cfg.seed))
+
+
+def probe_all(cfg: DictConfig, module: PretrainModule, dm: LDAEDataModule | None, out: Path,
+              baselines: bool) -> dict:
+    """Probe the pretrained encoder and, with `baselines`, raw pixels and a random non-identity encoder."""
+    train_set, val_set = probe_datasets(cfg, dm)
+    res: dict = {}
+    t0 = time.time()
+    ext = encoder_features(cfg, module)
+    p = linear_probe(cfg, ext, ext.dim, train_set, val_set, out, "encoder")
+    res.update(probe_top1=p["top1"], probe_curve=p["curve"], probe_lr=p["lr"], probe_batch_size=p["batch_size"])
+    if baselines:
+        pix = PixelFeatures(cfg.data.image_size)
+        res["baseline_pixels_top1"] = linear_probe(cfg, pix, pix.dim, train_set, val_set, out, "pixels")["top1"]
+        # A random encoder whose blocks are NOT identities: adaLN projections and gates initialised like the
+        # other layers (adaln_zero=False), so it is a real random network rather than a patch embedding.
+        torch.manual_seed(int(cfg.seed) + 1)
+        rnd = build_backbone_for(module.cfg, module.tokenizer, module.objective, adaln_zero=False)
+        ext_r = encoder_features(cfg, module, backbone=rnd)
+        res["baseline_random_top1"] = linear_probe(cfg, ext_r, ext_r.dim, train_set, val_set, out, "random")["top1"]
+    res["probe_wall_s"] = time.time() - t0
+    return res

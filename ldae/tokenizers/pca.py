@@ -1,0 +1,101 @@
+"""Patch-wise PCA tokenizer (PAPER.md 2.2): z = V x per patch, with V V^T = I_d, no gradient training.
+
+The bases come from an eigendecomposition of the covariance of randomly sampled patches, accumulated in
+float64 in one streaming pass (sum x and sum x x^T), so ImageNet-size data never has to fit in memory.
+Free choices the paper leaves open ([NF]) are named options:
+  center: subtract the patch mean before projecting (default on; DESIGN.md section 2).
+  scaling: "global" divides every latent by one factor so the d latents have unit average variance
+      (the role of DiT's 0.18215; the noise σ ≤ √2 then means the same SNR at every scale), "none" keeps
+      raw projections. No per-component whitening by default: V is orthonormal, as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from ldae.tokenizers.base import Tokenizer
+from ldae.tokenizers.patch import map_to_tokens, tokens_to_map
+
+from ldae.choices import PCA_SCALINGS as SCALINGS
+
+
+class PatchPCA(Tokenizer):
+    name = "patch_pca"
+    needs_fit = True
+
+    def __init__(self, patch_size: int, latent_dim: int, channels: int = 3, center: bool = True,
+                 scaling: str = "global", num_patches: int = 1_000_000, seed: int = 0):
+        super().__init__(patch_size, latent_dim, channels)
+        if scaling not in SCALINGS:
+            raise ValueError(f"unknown tokenizer.scaling '{scaling}'; allowed: {', '.join(SCALINGS)}")
+        if not 1 <= latent_dim <= self.patch_dim:
+            raise ValueError(f"tokenizer latent_dim={latent_dim} must be in 1..{self.patch_dim} (the patch dimension)")
+        self.center, self.scaling, self.num_patches, self.seed = center, scaling, num_patches, seed
+        D = self.patch_dim
+        self.register_buffer("mean", torch.zeros(D))
+        self.register_buffer("components", torch.eye(D))  # (D, D): column i = i-th principal direction
+        self.register_buffer("eigenvalues", torch.ones(D))  # (D,), descending
+        self.register_buffer("scale", torch.ones(()))
+
+    # --- fitting -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def fit(self, batches: Iterable[torch.Tensor]) -> dict:
+        """One pass over image batches (B, 3, H, W); samples up to `num_patches` patches at random."""
+        D = self.patch_dim
+        s1 = torch.zeros(D, dtype=torch.float64)
+        s2 = torch.zeros(D, D, dtype=torch.float64)
+        n = 0
+        gen = torch.Generator().manual_seed(self.seed)
+        for x in tqdm(batches, desc="fit patch_pca", leave=False):
+            if n >= self.num_patches:
+                break
+            p = self.patchify(x.float().cpu()).reshape(-1, D)  # (B*N, D)
+            # Keep a random subset of each batch's patches, so the sample spans the whole pass.
+            keep = min(p.shape[0], self.num_patches - n)
+            if keep < p.shape[0]:
+                p = p[torch.randperm(p.shape[0], generator=gen)[:keep]]
+            p = p.double()
+            s1 += p.sum(0)
+            s2 += p.T @ p
+            n += p.shape[0]
+        if n < 2:
+            raise ValueError("patch_pca.fit got no data")
+        mean = s1 / n if self.center else torch.zeros_like(s1)
+        cov = s2 / n - torch.outer(mean, mean)  # (D, D)
+        evals, evecs = torch.linalg.eigh(cov)  # ascending
+        evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
+        # Deterministic signs: the largest-magnitude entry of each direction is positive.
+        idx = evecs.abs().argmax(0)
+        evecs = evecs * torch.sign(evecs[idx, torch.arange(D)])
+        self.mean.copy_(mean.float())
+        self.components.copy_(evecs.float())
+        self.eigenvalues.copy_(evals.float())
+        top = evals[: self.latent_dim].mean().clamp_min(1e-12)
+        self.scale.fill_(float(top.rsqrt()) if self.scaling == "global" else 1.0)
+        self.fitted.fill_(True)
+        explained = float(evals[: self.latent_dim].sum() / evals.sum().clamp_min(1e-12))
+        return {"num_patches": n, "explained_variance": explained, "latent_scale": float(self.scale)}
+
+    # --- interface ---------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, d, H/p, W/p)."""
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        p = self.patchify(x) - self.mean  # (B, N, D)
+        z = p @ self.components[:, : self.latent_dim] * self.scale  # (B, N, d)
+        return tokens_to_map(z, grid)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, d, h, w) -> (B, 3, h*p, w*p): V^T z + mean per patch."""
+        tokens = map_to_tokens(z) / self.scale  # (B, N, d)
+        p = tokens @ self.components[:, : self.latent_dim].T + self.mean  # (B, N, D)
+        return self.unpatchify(p, (z.shape[-2], z.shape[-1]))
+
+    def basis(self) -> torch.Tensor:
+        return self.components
+
+    def fingerprint(self) -> dict:
+        return {**super().fingerprint(), "center": self.center, "scaling": self.scaling,
+                "num_patches": self.num_patches, "seed": self.seed}

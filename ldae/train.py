@@ -1,0 +1,76 @@
+"""`ldae-train`: every stage of one experiment (fit the tokenizer, pretrain, linear probe) into one run folder.
+
+    ldae-train experiment=ldae scale=cpu
+    ldae-train -m experiment=ldae tokenizer.latent_dim=8,16,32
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
+from ldae.utils.io import atomic_write_json
+
+log = logging.getLogger("ldae")
+
+
+def run(cfg: DictConfig, output_dir: str | Path) -> dict:
+    """Run all stages of `cfg` into `output_dir`; returns (and writes) results.json."""
+    import pytorch_lightning as pl
+
+    from ldae.stages import pretrain, probe_all
+    from ldae.tokenizers import resolve_latent_dim
+
+    t0 = time.time()
+    validate(cfg)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    module, dm, info = pretrain(cfg, out)
+    probe = probe_all(cfg, module, dm, out, baselines=bool(cfg.baselines))
+    D = 3 * cfg.tokenizer.patch_size**2
+    results = {
+        "experiment": cfg.name,
+        "scale": cfg.scale_name,
+        "seed": int(cfg.seed),
+        "data": cfg.data.name,
+        "tokenizer_name": cfg.tokenizer.name,
+        "latent_dim_paper": cfg.tokenizer.latent_dim if cfg.tokenizer.latent_units == "paper" else None,
+        "latent_dim": resolve_latent_dim(cfg.tokenizer) if cfg.tokenizer.name != "none" else D,
+        "patch_dim": D,
+        **info,
+        **probe,
+        "wall_s": time.time() - t0,
+    }
+    atomic_write_json(out / "results.json", results)
+    log.info("results: probe_top1=%.2f pixels=%s random=%s loss=%.4f wall=%.0fs -> %s",
+             results["probe_top1"], results.get("baseline_pixels_top1"), results.get("baseline_random_top1"),
+             results["pretrain_loss"], results["wall_s"], out / "results.json")
+    return results
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=None)
+def _hydra_main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    out = cfg.output_dir or HydraConfig.get().runtime.output_dir
+    try:
+        return run(cfg, out)["probe_top1"]
+    except ConfigError as e:
+        fail("ldae-train", str(e))
+
+
+def cli() -> None:
+    precheck_cli("ldae-train", sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    cli()
