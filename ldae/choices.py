@@ -12,7 +12,7 @@ PREDICTIONS = ("eps", "x0", "image_pca", "image")
 INPUTS = ("latent", "image")
 LAMBDAS = ("one", "snr", "gamma2", "inv_one_plus_sigma2")
 PROBE_OPTIMIZERS = ("lars", "sgd", "adamw")
-CLEAN_INPUTS = ("original", "projected")
+CLEAN_INPUTS = ("projected", "original")
 
 
 def fashion_mnist_files(root: Path, split: str) -> tuple[Path, Path] | None:

@@ -177,7 +177,7 @@ def fail(prog: str, message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def precheck_cli(prog: str, argv: list[str]) -> None:
+def precheck_cli(prog: str, argv: list[str], config_name: str = "train") -> None:
     """Validate a command line before Hydra starts: unknown group options, misspelt keys, bad values.
 
     Multirun sweeps are checked option by option here and value by value inside each job.
@@ -191,9 +191,13 @@ def precheck_cli(prog: str, argv: list[str]) -> None:
         if any(a in ("-m", "--multirun") for a in argv) or any(a.startswith("-") for a in argv):
             return
         try:
-            cfg = compose_config(overrides)
+            cfg = compose_config(overrides, config_name)
         except (HydraException, OmegaConfBaseException) as e:
             raise ConfigError(explain_compose_error(e, overrides)) from None
-        validate(cfg)
+        if config_name == "train":
+            validate(cfg)
+        else:
+            missing = sorted(OmegaConf.missing_keys(cfg))
+            _require(not missing, f"missing required value '{missing[0]}' ({missing[0]}=...)" if missing else "")
     except ConfigError as e:
         fail(prog, str(e))

@@ -76,12 +76,9 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def cli() -> None:
-    from ldae.config import check_group_overrides
+    from ldae.config import precheck_cli
 
-    try:
-        check_group_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
-    except ConfigError as e:
-        fail("ldae-probe", str(e))
+    precheck_cli("ldae-probe", sys.argv[1:], config_name="eval")
     _hydra_main()
 
 

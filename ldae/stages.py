@@ -23,8 +23,11 @@ log = logging.getLogger("ldae")
 
 # Lightning's advice lines that do not apply to in-memory data on CPU.
 for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*LeafSpec.*",
-                ".*Trying to infer the `batch_size`.*", ".*number of training batches.*"):
+                ".*Trying to infer the `batch_size`.*", ".*number of training batches.*",
+                ".*module\\(s\\) in eval mode.*"):  # the frozen tokenizer and the EMA copy are eval on purpose
     warnings.filterwarnings("ignore", message=pattern)
+# Lightning's banner lines (accelerator summary, tips) at INFO: ldae logs its own summary.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def world_size_of(tcfg) -> int:

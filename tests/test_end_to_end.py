@@ -94,3 +94,13 @@ def test_cli_bad_input_is_one_clear_line(args, first_line):
     assert p.returncode == 2
     assert p.stderr.splitlines()[0].startswith(first_line), p.stderr
     assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
+
+
+def test_probe_cli_bad_input():
+    exe = Path(sys.executable).with_name("ldae-probe")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ldae.probe"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.startswith("ldae-probe: error: missing required value 'ckpt_path'")
+    p = subprocess.run(cmd + ["ckpt_path=/nonexistent.ckpt"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "ckpt_path=/nonexistent.ckpt does not exist" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -10,12 +10,14 @@ Each image shows one filled shape on a background.  The class is the *shape* onl
 Nuisance factors, all drawn independently of the class and scaled by ``difficulty``
 (0 = white, upright, centred, fixed-size shape on a black, clean background):
 
-* position  -- the shape centre moves anywhere that keeps the shape inside the frame;
-* scale     -- log-uniform size jitter;
+* position  -- uniform shift over most of the room that keeps the shape inside the frame;
+* scale     -- log-uniform size jitter (classes are also normalised to equal area, so
+  the amount of foreground says nothing about the class);
 * rotation  -- uniform angle, the full circle at ``difficulty >= 1``;
 * colour    -- foreground and background colours are random (hue, saturation and
   luminance), with a guaranteed luminance gap between them so the shape always
-  stays visible; either may be the lighter one;
+  stays visible; the foreground is the lighter one (``FG_LIGHTER_PROB``: random
+  polarity makes raw pixels useless to a linear probe, which is too hard);
 * background texture -- a couple of mild, low-frequency coloured sinusoids
   (deliberately weak: heavily textured small images defeat every method);
 * sensor noise -- i.i.d. Gaussian per pixel and channel.
@@ -29,7 +31,13 @@ each block from ``np.random.default_rng([seed, block])``.  Sample ``i`` therefor
 depends on ``(seed, i, image_size, num_classes, difficulty)`` and never on ``n``
 (``make_shapes(100, ...)[0][:10] == make_shapes(10, ...)[0]``).  Labels and scene
 parameters do not depend on ``image_size`` either, so the same seed gives the same
-scenes at every resolution (only the pixel noise differs).
+scenes at every resolution (only the pixel noise differs).  Outputs are bit-exact for
+a given numpy build (float32 transcendental functions may differ by an ulp elsewhere).
+
+Calibration at ``difficulty=1``, 10 classes, 10k train / 2k test, 32 px (16 px): logistic
+regression on standardised raw pixels ~29% (33%); an untrained 3-layer conv net's pooled
+features + logistic regression ~65% (59%); the same conv net trained supervised for
+~1 minute on 2 CPU cores ~99.9% (99.3%).  Chance is 10%.
 """
 from __future__ import annotations
 
@@ -58,15 +66,17 @@ SHAPE_CLASSES: tuple[str, ...] = (
 RADIUS_FRAC = 0.30          # nominal shape radius / image size: big enough to read at 16 px
 SCALE_JITTER = 1.35         # size varies in [R/1.35, R*1.35] (log-uniform) at difficulty 1
 ROTATION_RANGE = np.pi      # +-180 deg at difficulty 1: orientation carries no information
-TRANSLATE_FRAC = 0.75       # fraction of the free room (shape stays in frame); 1.0 -> pixel probe ~20%
+TRANSLATE_FRAC = 1.0        # fraction of the free room (shape stays in frame): full range, so raw pixels
+                            # probe poorly (~20%; 0.75 gives ~29%) while pooled features are shift-invariant
 MIN_CONTRAST = 0.30         # min |luminance(fg) - luminance(bg)|; keeps shapes visible
 MAX_CONTRAST = 0.75         # max luminance gap; leaves room for random luminance levels
-FG_LIGHTER_PROB = 1.0       # P(fg lighter than bg); 0.5 (random polarity) -> pixel probe ~chance
+FG_LIGHTER_PROB = 1.0       # P(fg lighter than bg); 0.5 (random polarity): pixels 16%, l-DAE at scale=cpu 16%, random 11%
 TEXTURE_AMP = 0.06          # amplitude of each of the background sinusoids (mild on purpose)
-TEXTURE_WAVES = 2           # number of background sinusoids
+TEXTURE_WAVES = 2           # number of background sinusoids (at most 2)
 TEXTURE_MAX_FREQ = 1.5      # max sinusoid frequency in cycles per image (low frequency)
 NOISE_STD = 0.04            # per-pixel Gaussian noise std (intensities in [0, 1])
 EDGE_SOFTNESS = 1.0         # anti-aliasing ramp width in pixels
+AREA_NORM = 1.0             # 1 = all classes get equal area, so "amount of ink" is uninformative
 
 # Appearance at difficulty 0 (colour parameters are interpolated towards random).
 _EASY_FG_LUM = 0.9
@@ -83,7 +93,8 @@ _P_FGCHROMA = slice(7, 10)
 _P_BGCHROMA = slice(10, 13)
 _P_FGSAT, _P_BGSAT = 13, 14
 _P_TEX = 15                  # 6 numbers per wave: fx, fy, phase, r, g, b weights
-_N_PARAMS = _P_TEX + 6 * TEXTURE_WAVES
+_N_PARAMS = 32               # fixed, so tweaking knobs never shifts the random stream
+_MAX_WAVES = (_N_PARAMS - _P_TEX) // 6
 
 
 # ----------------------------------------------------------------------------------
@@ -164,7 +175,7 @@ def _sd_star(x, y):
 
 
 def _sd_ring(x, y):
-    return np.abs(_length(x, y) - 0.70) - 0.27
+    return np.abs(_length(x, y) - 0.68) - 0.25
 
 
 def _sd_crescent(x, y):
@@ -215,6 +226,23 @@ _SDFS = (
 assert len(_SDFS) == len(SHAPE_CLASSES)
 
 
+def _shape_stats(res: int = 401):
+    """Area and max radius of every canonical shape (numerically, once at import)."""
+    g = np.linspace(-1.6, 1.6, res, dtype=np.float32)
+    x, y = np.meshgrid(g, g)
+    cell = float(g[1] - g[0]) ** 2
+    r = np.sqrt(x * x + y * y)
+    area, extent = [], []
+    for f in _SDFS:
+        inside = f(x, y) < 0
+        area.append(inside.sum() * cell)
+        extent.append(r[inside].max())
+    return np.array(area), np.array(extent)
+
+
+_AREA, _EXTENT0 = _shape_stats()     # canonical area and max radius of every class
+
+
 # ----------------------------------------------------------------------------------
 # Parameter sampling (per block, so results never depend on n).
 # ----------------------------------------------------------------------------------
@@ -249,9 +277,15 @@ def _render(labels, p, noise, image_size, difficulty):
 
     # --- geometry -----------------------------------------------------------------
     radius = S * RADIUS_FRAC * np.exp(d * np.log(SCALE_JITTER) * (2 * p[:, _P_SCALE] - 1))
-    radius = np.minimum(radius, 0.48 * S)
+    # Per-class size factor: AREA_NORM=1 gives every class the same area (at equal scale),
+    # so the mean colour / amount of ink of an image says nothing about its class.
+    size = np.exp(0.5 * AREA_NORM * (np.log(_AREA).mean() - np.log(_AREA)))
+    ext = _EXTENT0 * size                            # class max radius after normalisation
+    radius = radius * size[labels]                   # unit shape -> pixels
+    radius = np.minimum(radius, 0.48 * S / ext[labels])        # never larger than the frame
+    extent = radius * ext[labels]
     theta = d * ROTATION_RANGE * (2 * p[:, _P_ROT] - 1)
-    room = np.maximum(S / 2.0 - radius - 0.5, 0.0)
+    room = np.maximum(S / 2.0 - extent - 0.5, 0.0)
     shift = min(d * TRANSLATE_FRAC, 1.0) * room
     cx = S / 2.0 + shift * (2 * p[:, _P_TX] - 1)
     cy = S / 2.0 + shift * (2 * p[:, _P_TY] - 1)
@@ -294,7 +328,7 @@ def _render(labels, p, noise, image_size, difficulty):
     if amp > 0:                                   # mild low-frequency background texture
         u = coords / np.float32(S)                                        # [0, 1]
         not_fg = 1.0 - alpha[..., 0]
-        for w in range(TEXTURE_WAVES):
+        for w in range(min(TEXTURE_WAVES, _MAX_WAVES)):
             q = p[:, _P_TEX + 6 * w: _P_TEX + 6 * (w + 1)]
             fx = (2 * np.pi * TEXTURE_MAX_FREQ * (2 * q[:, 0] - 1)).astype(np.float32)
             fy = (2 * np.pi * TEXTURE_MAX_FREQ * (2 * q[:, 1] - 1)).astype(np.float32)

@@ -26,7 +26,7 @@ class EncoderFeatures(nn.Module):
     """Image batch -> (B, width) features of a frozen DiT encoder, as the probe config asks."""
 
     def __init__(self, backbone, tokenizer, objective, schedule, t: int = 10, noisy: bool = False,
-                 clean_input: str = "original", block: int | None = None, seed: int = 0):
+                 clean_input: str = "projected", block: int | None = None, seed: int = 0):
         super().__init__()
         if clean_input not in CLEAN_INPUTS:
             raise ValueError(f"unknown probe.clean_input '{clean_input}'; allowed: {', '.join(CLEAN_INPUTS)}")
