@@ -20,7 +20,7 @@ def _fit(probe, train, val, epochs):
     return probe.history[-1]["top1"]
 
 
-@pytest.mark.parametrize("optimizer, base_lr", [("adamw", 1e-2), ("sgd", 0.5), ("lars", 50.0)])
+@pytest.mark.parametrize("optimizer, base_lr", [("adamw", 1e-2), ("sgd", 0.5), ("lars", 400.0)])
 def test_probe_learns_separable_features(optimizer, base_lr):
     x, y = _blobs()
     xv, yv = _blobs(256, seed=0)
