@@ -102,15 +102,20 @@ def _require(ok: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def require_complete(cfg: DictConfig) -> None:
+    """No `???` left: name the first missing key."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    _require(not missing, f"missing required value '{missing[0]}' (set it on the command line: {missing[0]}=...)"
+             if missing else "")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
     from ldae.choices import (CLEAN_INPUTS, CROPS, DATASETS, INPUTS, LAMBDAS, PREDICTIONS, PROBE_OPTIMIZERS,
                               SCHEDULES, TOKENIZERS, fashion_mnist_files)
     from ldae.models.registry import lookup
 
-    missing = OmegaConf.missing_keys(cfg)
-    _require(not missing, f"missing required value '{sorted(missing)[0]}' (set it on the command line)"
-             if missing else "")
+    require_complete(cfg)
     d, tok = cfg.data, cfg.tokenizer
     _require(d.name in DATASETS, f"unknown data '{d.name}'; allowed: {', '.join(DATASETS)}")
     _require(tok.name in TOKENIZERS, f"unknown tokenizer '{tok.name}'; allowed: {', '.join(TOKENIZERS)}")
@@ -197,7 +202,6 @@ def precheck_cli(prog: str, argv: list[str], config_name: str = "train") -> None
         if config_name == "train":
             validate(cfg)
         else:
-            missing = sorted(OmegaConf.missing_keys(cfg))
-            _require(not missing, f"missing required value '{missing[0]}' ({missing[0]}=...)" if missing else "")
+            require_complete(cfg)
     except ConfigError as e:
         fail(prog, str(e))

@@ -25,7 +25,6 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     import pytorch_lightning as pl
 
     from ldae.stages import pretrain, probe_all
-    from ldae.tokenizers import resolve_latent_dim
 
     t0 = time.time()
     validate(cfg)
@@ -35,7 +34,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module, dm, info = pretrain(cfg, out)
     probe = probe_all(cfg, module, dm, out, baselines=bool(cfg.baselines))
-    D = 3 * cfg.tokenizer.patch_size**2
+    tok = module.tokenizer
     results = {
         "experiment": cfg.name,
         "scale": cfg.scale_name,
@@ -43,8 +42,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         "data": cfg.data.name,
         "tokenizer_name": cfg.tokenizer.name,
         "latent_dim_paper": cfg.tokenizer.latent_dim if cfg.tokenizer.latent_units == "paper" else None,
-        "latent_dim": resolve_latent_dim(cfg.tokenizer) if cfg.tokenizer.name != "none" else D,
-        "patch_dim": D,
+        "latent_dim": tok.latent_dim,
+        "patch_dim": tok.patch_dim,
         **info,
         **probe,
         "wall_s": time.time() - t0,

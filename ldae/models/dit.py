@@ -16,6 +16,8 @@ import torch
 from timm.layers import Attention, Mlp, PatchEmbed
 from torch import nn
 
+from ldae.tokenizers.patch import unpatchify
+
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x (B, N, D); shift, scale (B, D)."""
@@ -162,9 +164,7 @@ class DiT(nn.Module):
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, p*p*C) -> (B, C, H, W)."""
-        b, p, c, g = x.shape[0], self.out_patch_size, self.out_channels, self.grid
-        x = x.reshape(b, g, g, p, p, c)
-        return torch.einsum("nhwpqc->nchpwq", x).reshape(b, c, g * p, g * p)
+        return unpatchify(x, self.out_patch_size, self.out_channels, (self.grid, self.grid))
 
     def encode(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
                depth: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
