@@ -13,6 +13,8 @@ INPUTS = ("latent", "image")
 LAMBDAS = ("one", "snr", "gamma2", "inv_one_plus_sigma2")
 PROBE_OPTIMIZERS = ("lars", "sgd", "adamw")
 CLEAN_INPUTS = ("projected", "original")
+RESUME_MODES = ("auto", "never")
+NONFINITE_ACTIONS = ("stop", "skip")
 
 
 def fashion_mnist_files(root: Path, split: str) -> tuple[Path, Path] | None:

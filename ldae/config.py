@@ -111,8 +111,8 @@ def require_complete(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
-    from ldae.choices import (CLEAN_INPUTS, CROPS, DATASETS, INPUTS, LAMBDAS, PREDICTIONS, PROBE_OPTIMIZERS,
-                              SCHEDULES, TOKENIZERS, fashion_mnist_files)
+    from ldae.choices import (CLEAN_INPUTS, CROPS, DATASETS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, PREDICTIONS,
+                              PROBE_OPTIMIZERS, RESUME_MODES, SCHEDULES, TOKENIZERS, fashion_mnist_files)
     from ldae.models.registry import lookup
 
     require_complete(cfg)
@@ -141,6 +141,22 @@ def validate(cfg: DictConfig) -> None:
                  + ("(the paper's units, per 768-dim patch)" if units == "paper" else f"(the patch dimension D = 3*{p}*{p})"))
     o = cfg.optim
     _require(isinstance(o.base_lr, (int, float)) and o.base_lr > 0, f"optim.base_lr={o.base_lr} must be > 0")
+    _require(o.gradient_clip is None or o.gradient_clip > 0,
+             f"optim.gradient_clip={o.gradient_clip} must be null (no clipping) or > 0")
+    _require(o.on_nonfinite in NONFINITE_ACTIONS,
+             f"unknown optim.on_nonfinite '{o.on_nonfinite}'; allowed: {', '.join(NONFINITE_ACTIONS)}")
+    _require(cfg.resume in RESUME_MODES, f"unknown resume '{cfg.resume}'; allowed: {', '.join(RESUME_MODES)}")
+    every = cfg.checkpoint.every_n_steps
+    _require(every is None or (isinstance(every, int) and every >= 1),
+             f"checkpoint.every_n_steps={every} must be null or an integer >= 1")
+    _require(bool(d.get("labels", True)) or not cfg.model.class_cond,
+             f"model.class_cond=true needs labels, but data.labels=false for data={d.name}; "
+             "set model.class_cond=false")
+    _require(bool(d.get("labels", True)), f"data.labels=false: the linear probe needs labelled images "
+             f"(data={d.name}); give a labelled dataset")
+    world = world_size_of(cfg.trainer)
+    _require(d.batch_size % world == 0, f"data.batch_size={d.batch_size} is not divisible by the world size "
+             f"{world} (trainer.devices x trainer.num_nodes); allowed: multiples of {world}")
     _require(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")
     me = cfg.trainer.get("max_epochs")
     _require(isinstance(me, int) and me >= 1, f"trainer.max_epochs={me} must be an integer >= 1")
@@ -174,6 +190,23 @@ def validate(cfg: DictConfig) -> None:
     elif d.name == "cifar10" and not d.download:
         _require(os.path.isdir(os.path.join(d.root, "cifar-10-batches-py")),
                  f"data.root={d.root} holds no cifar-10-batches-py folder; set data.download=true to fetch it")
+
+
+def world_size_of(tcfg) -> int:
+    """Processes the trainer config asks for (devices x nodes); "auto"/-1 counts visible GPUs (light import)."""
+    devices, nodes = tcfg.get("devices", 1), int(tcfg.get("num_nodes", 1))
+    if isinstance(devices, int) and devices > 0:
+        return devices * nodes
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        return len(devices) * nodes
+    if isinstance(devices, str) and devices.isdigit():
+        return int(devices) * nodes
+    if isinstance(devices, str) and "," in devices:
+        return len([x for x in devices.split(",") if x.strip()]) * nodes
+    import torch
+
+    use_gpu = tcfg.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return (torch.cuda.device_count() if use_gpu else 1) * nodes
 
 
 def fail(prog: str, message: str, code: int = 2) -> None:

@@ -14,7 +14,12 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
+from ldae.config import world_size_of
 from ldae.data import LDAEDataModule, build_dataset, data_fingerprint
+from ldae.data.datamodule import BadImageReport
+from ldae.data.datasets import warn_bad_images
+from ldae.data.sampling import ConsumedBatches
+from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep
 from ldae.lit.pretrain import PretrainModule, build_backbone_for
 from ldae.lit.probe import EncoderFeatures, LinearProbe, PixelFeatures, extract_features
 from ldae.tokenizers import Tokenizer, build_tokenizer, fit_or_load
@@ -24,20 +29,11 @@ log = logging.getLogger("ldae")
 # Lightning's advice lines that do not apply to in-memory data on CPU.
 for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*LeafSpec.*",
                 ".*Trying to infer the `batch_size`.*", ".*number of training batches.*",
-                ".*module\\(s\\) in eval mode.*"):  # the frozen tokenizer and the EMA copy are eval on purpose
+                ".*module\\(s\\) in eval mode.*",  # the frozen tokenizer and the EMA copy are eval on purpose
+                ".*Experiment logs directory .* exists and is not empty.*"):  # a resumed run appends to its CSV
     warnings.filterwarnings("ignore", message=pattern)
 # Lightning's banner lines (accelerator summary, tips) at INFO: ldae logs its own summary.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-
-
-def world_size_of(tcfg) -> int:
-    devices, nodes = tcfg.get("devices", 1), int(tcfg.get("num_nodes", 1))
-    if isinstance(devices, int) and devices > 0:
-        return devices * nodes
-    if isinstance(devices, (list, tuple)):
-        return len(devices) * nodes
-    use_gpu = tcfg.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return (torch.cuda.device_count() if use_gpu else 1) * nodes
 
 
 def loggers_for(cfg: DictConfig, out: Path, stage: str) -> list:
@@ -67,24 +63,35 @@ def fit_tokenizer(cfg: DictConfig, train_set) -> tuple[Tokenizer, dict]:
     return tokenizer, record
 
 
-def pretrain(cfg: DictConfig, out: Path) -> tuple[PretrainModule, LDAEDataModule, dict]:
+def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[PretrainModule, LDAEDataModule, dict]:
     world = world_size_of(cfg.trainer)
-    dm = LDAEDataModule(cfg.data, world_size=world)
+    dm = LDAEDataModule(cfg.data, world_size=world, seed=int(cfg.seed))
     dm.setup()
     clean_train = dm.train_set if (cfg.data.crop == "center" and not cfg.data.hflip) else \
         build_dataset(cfg.data, "train", augment=False)
     t0 = time.time()
     tokenizer, tok_record = fit_tokenizer(cfg, clean_train)
     tok_s = time.time() - t0
+    # Re-seed: fitting a tokenizer draws random numbers and loading a cached one does not, and the
+    # initial weights must not depend on which of the two happened.
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = PretrainModule(OmegaConf.to_container(cfg, resolve=True), tokenizer)
-    ckpt = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="epoch{epoch:03d}", save_last=True,
-                           save_top_k=0, auto_insert_metric_name=False)
+    module.tokenizer_record = tok_record
+    # last.ckpt at every epoch end and every `checkpoint.every_n_steps` optimiser steps (mid-epoch resume).
+    # (Lightning takes one trigger per ModelCheckpoint, hence two writers of the same atomic last.ckpt.)
+    ckpts = [ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0)]
+    if cfg.checkpoint.every_n_steps:
+        ckpts.append(ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0,
+                                     every_n_train_steps=cfg.checkpoint.every_n_steps))
+    callbacks = [ConsumedBatches(), BadImageReport(), *ckpts, LearningRateMonitor("step")]
+    if (kill := KillAtStep.from_env()) is not None:
+        callbacks.append(kill)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), default_root_dir=str(out),
                          accumulate_grad_batches=dm.accumulate, logger=loggers_for(cfg, out, "pretrain"),
-                         callbacks=[ckpt, LearningRateMonitor("step")], gradient_clip_val=cfg.optim.gradient_clip,
-                         num_sanity_val_steps=0)
+                         callbacks=callbacks, gradient_clip_val=cfg.optim.gradient_clip, num_sanity_val_steps=0,
+                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)  # the sampler shards itself
     t0 = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     info = {
         "pretrain_loss": module.last_epoch_loss,
         "pretrain_val_loss": _metric(trainer, "pretrain/val_loss"),
@@ -96,6 +103,7 @@ def pretrain(cfg: DictConfig, out: Path) -> tuple[PretrainModule, LDAEDataModule
         "world_size": trainer.world_size,
         **{k: v for k, v in module._opt_info.items()},
         "device_batch_size": dm.device_batch,
+        "skipped_steps": module.skipped_steps,
     }
     return module, dm, info
 
@@ -126,6 +134,9 @@ def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
 def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_set, out: Path, tag: str) -> dict:
     """Train the linear head on `extractor`'s features and return {top1, curve}."""
     pr = cfg.probe
+    # Same head init and order for every probed network, and independent of the RNG history of pretraining
+    # (so a resumed run probes exactly as an uninterrupted one).
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accel = "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
     device = "cuda" if accel in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
     fbs = int(pr.feature_batch_size)
@@ -134,6 +145,8 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
         mk = lambda ds: DataLoader(ds, batch_size=fbs, shuffle=False, num_workers=workers)  # noqa: E731
         ftr, ytr = extract_features(extractor, mk(train_set), device, f"features {tag} train")
         fva, yva = extract_features(extractor, mk(val_set), device, f"features {tag} val")
+        for ds, split in ((train_set, "train"), (val_set, "val")):
+            warn_bad_images(ds, f"probe features {tag} ({split})")
         train_set, val_set, extractor_for_head = TensorDataset(ftr, ytr), TensorDataset(fva, yva), None
         batch, accum = min(pr.batch_size, len(train_set)), 1
     else:

@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
+from ldae.resume import LAST_CKPT, find_unfinished, register
 from ldae.utils.io import atomic_write_json
 
 log = logging.getLogger("ldae")
@@ -28,17 +29,20 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
 
     t0 = time.time()
     validate(cfg)
-    out = Path(output_dir)
+    out, ckpt_path = resume_point(cfg, Path(output_dir))
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    run_id = register(cfg, out)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    module, dm, info = pretrain(cfg, out)
+    module, dm, info = pretrain(cfg, out, ckpt_path)
     probe = probe_all(cfg, module, dm, out, baselines=bool(cfg.baselines))
     tok = module.tokenizer
     results = {
         "experiment": cfg.name,
         "scale": cfg.scale_name,
         "seed": int(cfg.seed),
+        "config_fingerprint": run_id,
+        "resumed_from": ckpt_path,
         "data": cfg.data.name,
         "tokenizer_name": cfg.tokenizer.name,
         "latent_dim_paper": cfg.tokenizer.latent_dim if cfg.tokenizer.latent_units == "paper" else None,
@@ -55,14 +59,32 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     return results
 
 
+def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, str | None]:
+    """(run folder, checkpoint to resume from): `ckpt_path=` if given; with resume=auto, the unfinished
+    run of the same config (its folder is reused, this one keeps a pointer); else a fresh start."""
+    if cfg.ckpt_path:
+        return out, str(cfg.ckpt_path)
+    prev = find_unfinished(cfg) if cfg.resume == "auto" else None
+    if prev is None:
+        return out, None
+    if prev.resolve() != out.resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "RESUMED_IN.txt").write_text(f"{prev}\n")
+    log.info("resuming the unfinished run of this config in %s (resume=never starts afresh)", prev)
+    return prev, str(prev / LAST_CKPT)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=None)
 def _hydra_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     out = cfg.output_dir or HydraConfig.get().runtime.output_dir
+    from ldae.data.datasets import DataError
+    from ldae.lit.pretrain import NonFiniteLossError
+
     try:
         return run(cfg, out)["probe_top1"]
-    except ConfigError as e:
+    except (ConfigError, DataError, NonFiniteLossError) as e:
         fail("ldae-train", str(e))
 
 

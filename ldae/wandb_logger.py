@@ -36,8 +36,17 @@ def make_wandb_logger(cfg, out: Path, stage: str):
         if wandb.run is not None:  # one wandb run per stage: close the previous stage's
             wandb.finish()
         mode = resolve_mode(w.mode)
+        # The run id lives in the run folder: a resumed run continues the same wandb run.
+        id_file = out / "wandb" / f"{stage}.id"
+        if id_file.exists():
+            run_id = id_file.read_text().strip()
+        else:
+            run_id = wandb.util.generate_id()
+            id_file.parent.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(run_id + "\n")
         logger = WandbLogger(project=w.project, entity=w.entity, group=w.group or cfg.name, name=f"{cfg.name}-{stage}",
-                             job_type=stage, tags=list(w.tags), save_dir=str(out), mode=mode,
+                             job_type=stage, tags=list(w.tags), save_dir=str(out), mode=mode, id=run_id,
+                             resume="allow",
                              config=OmegaConf.to_container(cfg, resolve=True), settings=wandb.Settings(silent=True))
         _ = logger.experiment  # start now, so a failure is caught here and not mid-training
         return logger

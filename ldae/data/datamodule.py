@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ldae.data.datasets import build_dataset
+from ldae.data.datasets import build_dataset, warn_bad_images
+from ldae.data.sampling import EpochBatchSampler, ResumableLoader
 
 
 def split_batch(global_batch: int, world_size: int, device_cap: int | None) -> tuple[int, int]:
@@ -22,9 +24,10 @@ def split_batch(global_batch: int, world_size: int, device_cap: int | None) -> t
 
 
 class LDAEDataModule(pl.LightningDataModule):
-    def __init__(self, cfg, world_size: int = 1):
+    def __init__(self, cfg, world_size: int = 1, seed: int = 0):
         super().__init__()
         self.cfg = cfg
+        self.world_size, self.seed = world_size, int(seed)
         self.device_batch, self.accumulate = split_batch(cfg.batch_size, world_size, cfg.device_batch_size)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -42,7 +45,27 @@ class LDAEDataModule(pl.LightningDataModule):
                           pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, drop_last=True)
+        """Resumable: the order is keyed on (seed, epoch) and the position is saved in checkpoints."""
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        sampler = EpochBatchSampler(len(self.train_set), self.device_batch, seed=self.seed, shuffle=True,
+                                    drop_last=True, rank=rank, world_size=self.world_size)
+        workers = int(self.cfg.num_workers)
+        return ResumableLoader(self.train_set, sampler, num_workers=workers, persistent_workers=workers > 0,
+                               pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False, drop_last=False)
+
+
+class BadImageReport(Callback):
+    """One warning per epoch with the number of unreadable image files skipped (imagefolder)."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        dm = trainer.datamodule
+        if dm is not None:
+            warn_bad_images(dm.train_set, f"epoch {trainer.current_epoch} (train)")
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        dm = trainer.datamodule
+        if dm is not None and not trainer.sanity_checking:
+            warn_bad_images(dm.val_set, f"epoch {trainer.current_epoch} (val)")

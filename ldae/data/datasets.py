@@ -110,22 +110,47 @@ def load_cifar10(root: str, split: str, download: bool) -> tuple[torch.Tensor, t
     return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
 
 
-class ImageFolderDataset(Dataset):
-    """root/{train,val}/CLASS/*: decoded, resized (short side) and center-cropped in the loader workers."""
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
-    def __init__(self, root: str, split: str, image_size: int, crop: str, hflip: bool, limit: int | None):
-        from torchvision.datasets import ImageFolder
+
+class ImageFolderDataset(Dataset):
+    """root/{train,val}/CLASS/*: decoded, resized (short side) and center-cropped in the loader workers.
+
+    With labels=False a split is any tree of images (label -1). An unreadable or corrupt file is skipped:
+    its slot is filled by the next readable image, and the skips are counted (`take_bad_count`) so the
+    caller warns once per epoch instead of crashing mid-run.
+    """
+
+    def __init__(self, root: str, split: str, image_size: int, crop: str, hflip: bool, limit: int | None,
+                 labels: bool = True):
+        import multiprocessing as mp
+
+        from torchvision.datasets.folder import default_loader
 
         folder = Path(root) / split
         if not folder.is_dir():
             raise DataError(f"data.root={root} has no '{split}' folder: expected {folder}/CLASS/*.JPEG")
-        self.inner = ImageFolder(str(folder))
-        if len(self.inner) == 0:
-            raise DataError(f"no images in {folder}")
+        if labels:
+            classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+            if not classes:
+                raise DataError(f"no class folders in {folder}: expected {folder}/CLASS/*.JPEG "
+                                "(or data.labels=false for a folder of unlabelled images)")
+            self.samples = []
+            for k, c in enumerate(classes):
+                files = _image_files(folder / c)
+                if not files:
+                    raise DataError(f"class folder {folder / c} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                self.samples += [(f, k) for f in files]
+        else:
+            self.samples = [(f, -1) for f in _image_files(folder)]
+        if not self.samples:
+            raise DataError(f"no images in {folder} (the {split} split is empty)")
         if limit is not None:
             g = torch.Generator().manual_seed(0)
-            keep = torch.randperm(len(self.inner), generator=g)[:limit].sort().values
-            self.inner.samples = [self.inner.samples[i] for i in keep]
+            keep = torch.randperm(len(self.samples), generator=g)[:limit].sort().values
+            self.samples = [self.samples[i] for i in keep]
+        self.loader = default_loader
+        self._bad = mp.Value("i", 0)  # shared with loader workers
         ops = [v2.ToImage()]
         if crop == "random_resized":
             ops.append(v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True))
@@ -136,12 +161,44 @@ class ImageFolderDataset(Dataset):
         self.transform = v2.Compose(ops)
 
     def __len__(self) -> int:
-        return len(self.inner.samples)
+        return len(self.samples)
 
     def __getitem__(self, i: int):
-        path, label = self.inner.samples[i]
-        img = self.inner.loader(path)
-        return to_unit_range(self.transform(img)), label, i
+        for k in range(len(self.samples)):
+            j = (i + k) % len(self.samples)
+            path, label = self.samples[j]
+            try:
+                img = self.loader(str(path))
+            except Exception:  # noqa: BLE001 - PIL raises many kinds; any unreadable file is skipped
+                with self._bad.get_lock():
+                    self._bad.value += 1
+                continue
+            return to_unit_range(self.transform(img)), label, i
+        raise DataError(f"no readable image among the {len(self.samples)} files of this split")
+
+    def take_bad_count(self) -> int:
+        """Skipped files since the last call (then reset to 0)."""
+        with self._bad.get_lock():
+            n, self._bad.value = self._bad.value, 0
+        return n
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def warn_bad_images(dataset, what: str) -> int:
+    """One warning with the number of unreadable files skipped since the last call, if any."""
+    while hasattr(dataset, "dataset") and not hasattr(dataset, "take_bad_count"):  # Subset and friends
+        dataset = dataset.dataset
+    take = getattr(dataset, "take_bad_count", None)
+    n = take() if take is not None else 0
+    if n:
+        import logging
+
+        logging.getLogger("ldae").warning("%s: skipped %d unreadable image file(s) (each replaced by the next "
+                                          "readable one)", what, n)
+    return n
 
 
 def build_dataset(cfg, split: str, augment: bool = True) -> Dataset:
@@ -150,7 +207,7 @@ def build_dataset(cfg, split: str, augment: bool = True) -> Dataset:
     crop, hflip = (cfg.crop, cfg.hflip) if augment and split == "train" else ("center", False)
     limit = cfg.num_train if split == "train" else cfg.num_val
     if name == "imagefolder":
-        return ImageFolderDataset(cfg.root, split, size, crop, hflip, limit)
+        return ImageFolderDataset(cfg.root, split, size, crop, hflip, limit, labels=cfg.get("labels", True))
     if name == "shapes":
         from ldae.data.shapes import make_shapes
 

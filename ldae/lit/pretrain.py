@@ -9,10 +9,24 @@ from timm.utils import ModelEmaV3
 
 from ldae.diffusion import Objective, build_schedule
 from ldae.diffusion.noise import STREAM_EPS, STREAM_T, keyed_normal, keyed_uniform_int, sample_keys
+from ldae.lit.checkpointing import rng_states, set_rng_states
 from ldae.lit.schedules import warmup_cosine
 from ldae.models import build_backbone
 from ldae.models.dit import DiT
 from ldae.tokenizers import Tokenizer, build_tokenizer
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf (optim.on_nonfinite=stop)."""
+
+
+def _plain(x):
+    """JSON-like data only (checkpoints load with weights_only=True)."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x if isinstance(x, (str, int, float, bool)) or x is None else str(x)
 
 
 def build_objective(cfg) -> Objective:
@@ -64,6 +78,8 @@ class PretrainModule(pl.LightningModule):
         self.lr = None  # the absolute lr, set in configure_optimizers (logged)
         self._loss_sum, self._loss_n = 0.0, 0
         self.last_epoch_loss: float | None = None  # mean training loss of the last epoch (results.json)
+        self.tokenizer_record: dict = {}  # the tokenizer artifact (key, path), referenced from checkpoints
+        self.skipped_steps = 0  # non-finite losses skipped (optim.on_nonfinite=skip)
 
     # --- the path of one batch ---------------------------------------------------------------------
     @torch.no_grad()
@@ -81,6 +97,8 @@ class PretrainModule(pl.LightningModule):
         z0, eps, t, inp = self.corrupt(x, index, self.current_epoch)
         pred = self.backbone(inp, t, y if self.class_cond else None)
         loss, terms = self.objective(pred, x, z0, eps, self.schedule.gamma[t], self.schedule.sigma[t], self.tokenizer)
+        if not self._all_finite(loss):
+            return self._nonfinite(loss)
         # sync_dist all-reduces: the logged loss is the global mean on any number of devices.
         self.log("pretrain/loss", loss, prog_bar=True, sync_dist=True)
         self.log_dict({f"pretrain/{k}": v for k, v in terms.items()}, sync_dist=True)
@@ -88,7 +106,37 @@ class PretrainModule(pl.LightningModule):
         self._loss_n += 1
         return loss
 
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """One answer on every rank (a rank that skipped alone would deadlock the gradient all-reduce)."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        return bool(bad == 0)
+
+    def _nonfinite(self, loss: torch.Tensor):
+        where = f"step {self.global_step} (epoch {self.current_epoch})"
+        if self.cfg.optim.on_nonfinite == "skip":
+            self.skipped_steps += 1
+            self.log("pretrain/skipped_steps", float(self.skipped_steps))
+            return None  # Lightning skips the optimiser step
+        raise NonFiniteLossError(
+            f"non-finite loss ({float(loss)}) at {where}; the last good checkpoint is kept. Lower optim.base_lr, "
+            f"set optim.gradient_clip, or set optim.on_nonfinite=skip")
+
+    # --- checkpoint contents beyond Lightning's (model, EMA, optimizer, scheduler, loops, loader position) ---
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ldae"] = {"rng": rng_states(), "loss_sum": self._loss_sum, "loss_n": self._loss_n,
+                              "skipped_steps": self.skipped_steps, "tokenizer": _plain(self.tokenizer_record)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("ldae")
+        if state:
+            set_rng_states(state["rng"])
+            self._loss_sum, self._loss_n = state["loss_sum"], state["loss_n"]
+            self.skipped_steps = state.get("skipped_steps", 0)
+
     def on_train_epoch_start(self) -> None:
+        # Lightning does not call this when it resumes mid-epoch, so the restored partial sums survive.
         self._loss_sum, self._loss_n = 0.0, 0
 
     def on_train_epoch_end(self) -> None:
@@ -115,8 +163,10 @@ class PretrainModule(pl.LightningModule):
         self.lr = o.base_lr * effective / 256
         opt = torch.optim.AdamW(self.backbone.parameters(), lr=self.lr, betas=tuple(o.betas),
                                 weight_decay=o.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        # Counted here, not with trainer.estimated_stepping_batches: that builds the train loader before the
+        # checkpoint is restored, so a mid-epoch resume would lose the loader position.
+        steps_per_epoch = max(1, len(self.trainer.datamodule.train_dataloader()) // accum)
+        total = steps_per_epoch * self.trainer.max_epochs
         sched = warmup_cosine(opt, int(o.warmup_epochs * steps_per_epoch), total,
                               min_ratio=o.min_lr / self.lr if self.lr > 0 else 0.0)
         self._opt_info = {"lr": self.lr, "base_lr": o.base_lr, "effective_batch": effective,

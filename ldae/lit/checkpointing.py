@@ -1,0 +1,79 @@
+"""Checkpoints that survive crashes: atomic writes, clean keys, RNG states, and a fault-injection hook for tests."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Callback
+
+from ldae.utils.io import atomic_torch_save
+
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DDP/DataParallel wrappers
+
+
+def clean_key(key: str) -> str:
+    """`_orig_mod.` anywhere and a leading `module.` go; `ema.module.` (timm's EMA copy) stays."""
+    key = key.replace("_orig_mod.", "")
+    return key[len("module."):] if key.startswith("module.") else key
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch.save IO, written to a temporary file and renamed, with wrapper prefixes removed:
+    a kill during a save leaves the previous checkpoint intact."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options!r}")
+        if "state_dict" in checkpoint:
+            checkpoint = {**checkpoint, "state_dict": {clean_key(k): v for k, v in checkpoint["state_dict"].items()}}
+        atomic_torch_save(path, checkpoint)
+
+
+def rng_states() -> dict:
+    """Every RNG a training step may touch, as plain data (loads with weights_only=True)."""
+    kind, keys, pos, gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(gauss), "cached_gaussian": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_states(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuples(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(x):
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class KillAtStep(Callback):
+    """Fault injection for the resume tests: SIGKILL this process when training step `step` starts (the
+    checkpoint of the step before is on disk by then). Enabled by the LDAE_KILL_AT_STEP environment variable."""
+
+    ENV = "LDAE_KILL_AT_STEP"
+
+    def __init__(self, step: int):
+        self.step = int(step)
+
+    @classmethod
+    def from_env(cls) -> "KillAtStep | None":
+        v = os.environ.get(cls.ENV)
+        return cls(int(v)) if v else None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)

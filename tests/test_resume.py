@@ -1,0 +1,159 @@
+"""Never lose a run: resumable order, kill-and-resume exactness, atomic writes, non-finite losses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ldae.data.sampling import EpochBatchSampler
+from ldae.lit.checkpointing import AtomicCheckpointIO, clean_key, rng_states, set_rng_states
+from ldae.utils.io import atomic_torch_save, atomic_write_json
+
+
+def test_sampler_order_is_keyed_on_seed_and_epoch_and_resumes_mid_epoch():
+    s = EpochBatchSampler(100, 8, seed=3)
+    s.set_epoch(2)
+    full = list(s)
+    assert len(full) == len(s) == 12 and all(len(b) == 8 for b in full)
+    assert len({i for b in full for i in b}) == 96  # no repeats within an epoch
+    again = EpochBatchSampler(100, 8, seed=3)
+    again.set_epoch(2)
+    again.skip = 5
+    assert list(again) == full[5:]  # a resumed epoch continues where the killed one stopped
+    again.set_epoch(3)  # the next epoch starts from its first batch
+    assert len(list(again)) == 12 and list(again) != full
+    other = EpochBatchSampler(100, 8, seed=4)
+    other.set_epoch(2)
+    assert list(other) != full
+
+
+def test_sampler_ranks_split_one_global_order():
+    one = EpochBatchSampler(64, 8, seed=0)
+    one.set_epoch(1)
+    order = one.order().tolist()
+    parts = []
+    for r in range(4):
+        s = EpochBatchSampler(64, 2, seed=0, rank=r, world_size=4)
+        s.set_epoch(1)
+        parts.append(s.order().tolist())
+        assert len(s) == 8
+    assert sorted(sum(parts, [])) == sorted(order)
+    assert [parts[r][0] for r in range(4)] == order[:4]
+
+
+def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    atomic_write_json(path, {"probe_top1": 1.0})
+    ckpt = tmp_path / "last.ckpt"
+    atomic_torch_save(ckpt, {"w": torch.ones(3)})
+
+    def boom(obj, f, *a, **k):
+        f.write(b"half a checkpoi")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_torch_save(ckpt, {"w": torch.zeros(3)})
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"bad": object()})  # not JSON: fails before anything is replaced
+    assert json.loads(path.read_text()) == {"probe_top1": 1.0}
+    monkeypatch.undo()
+    assert torch.equal(torch.load(ckpt, weights_only=True)["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "results.json"]  # no temporary left
+
+
+def test_checkpoint_io_writes_clean_keys(tmp_path):
+    assert clean_key("backbone._orig_mod.blocks.0.attn.qkv.weight") == "backbone.blocks.0.attn.qkv.weight"
+    assert clean_key("module.backbone.x") == "backbone.x"
+    assert clean_key("ema.module.blocks.0.mlp.fc1.bias") == "ema.module.blocks.0.mlp.fc1.bias"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"module.backbone._orig_mod.w": torch.ones(1)},
+                                         "global_step": 3}, tmp_path / "c.ckpt")
+    loaded = torch.load(tmp_path / "c.ckpt", weights_only=True)
+    assert list(loaded["state_dict"]) == ["backbone.w"] and loaded["global_step"] == 3
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(0)
+    atomic_torch_save(tmp_path / "rng.pt", rng_states())
+    a = (torch.rand(3), random.random(), np.random.rand())
+    set_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True))
+    b = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def _train_cli(args, cwd, env_extra=None, timeout=240):
+    exe = Path(sys.executable).with_name("ldae-train")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ldae.train"]
+    env = {k: v for k, v in os.environ.items() if k != "LDAE_KILL_AT_STEP"}
+    env.update(HYDRA_FULL_ERROR="0", LDAE_CACHE=str(cwd / "cache"), **(env_extra or {}))
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(tmp_path):
+    """smoke: 4 steps per epoch, 2 epochs. Killed at the start of step 6 (epoch 1, batch 2), then resumed by
+    running the same command again; it must end where a never-interrupted run ends."""
+    args = ["experiment=ldae", "scale=smoke", "checkpoint.every_n_steps=1", "baselines=false", "probe.epochs=2"]
+    ref = _train_cli(args + [f"hydra.run.dir={tmp_path / 'ref'}", "resume=never"], tmp_path)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    killed = _train_cli(args, tmp_path, {"LDAE_KILL_AT_STEP": "6"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    runs = [p for p in (tmp_path / "outputs").rglob("checkpoints") if p.is_dir()]
+    assert len(runs) == 1
+    run_dir = runs[0].parent
+    assert not (run_dir / "results.json").exists()
+    half = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert half["global_step"] == 6 and half["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "consumed": 2}]
+
+    resumed = _train_cli(args, tmp_path)  # the same command again
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming the unfinished run" in resumed.stderr + resumed.stdout
+    a = torch.load(tmp_path / "ref" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 8
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=1e-6, msg=k)
+    ra = json.loads((tmp_path / "ref" / "results.json").read_text())
+    rb = json.loads((run_dir / "results.json").read_text())
+    assert rb["resumed_from"].endswith("last.ckpt") and ra["resumed_from"] is None
+    for key in ("pretrain_loss", "pretrain_val_loss", "probe_top1", "config_fingerprint"):
+        assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
+
+
+def test_nonfinite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(compose, tmp_path, monkeypatch):
+    from ldae.diffusion.objectives import Objective
+    from ldae.lit.pretrain import NonFiniteLossError
+    from ldae.train import run
+
+    real, calls = Objective.__call__, {"n": 0}
+
+    def nan_at_step_5(self, *a, **k):
+        loss, terms = real(self, *a, **k)
+        if torch.is_grad_enabled():  # training steps only, not validation
+            calls["n"] += 1
+            if calls["n"] == 5:
+                loss = loss * float("nan")
+        return loss, terms
+
+    monkeypatch.setattr(Objective, "__call__", nan_at_step_5)
+    cfg = compose("checkpoint.every_n_steps=1", "resume=never", "baselines=false")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 4 \(epoch 1\)"):
+        run(cfg, tmp_path / "stop")
+    good = torch.load(tmp_path / "stop" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert good["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in good["state_dict"].values() if v.is_floating_point())
+
+    calls["n"] = 0
+    res = run(compose("optim.on_nonfinite=skip", "resume=never", "baselines=false"), tmp_path / "skip")
+    assert res["skipped_steps"] == 1 and res["steps"] == 8  # the skipped step updates nothing (no gradients)
+    assert res["pretrain_loss"] == pytest.approx(res["pretrain_loss"])  # finite, not NaN
