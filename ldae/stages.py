@@ -97,6 +97,11 @@ def pretrain(cfg: DictConfig, out: Path) -> tuple[PretrainModule, LDAEDataModule
         **{k: v for k, v in module._opt_info.items()},
         "device_batch_size": dm.device_batch,
     }
+    gen = cfg.get("gen")
+    if gen is not None and gen.enabled and trainer.is_global_zero:  # DiT rows: samples grid and FID
+        from ldae.generation import generation_stage
+
+        info.update(generation_stage(cfg, module, clean_train, out, trainer.loggers, trainer.global_step))
     return module, dm, info
 
 
