@@ -102,3 +102,34 @@ def test_fid_without_weights_says_so():
     cfg.fid.inception_path = "/nonexistent/inception.pth"
     with pytest.raises(FileNotFoundError, match="gen.fid.inception_path"):
         fid(None, cfg, None)
+
+
+def test_fid_reads_local_inception_weights(tmp_path, monkeypatch):
+    """With a local weights file (here a random InceptionV3 in torch-fidelity's format) FID is a number."""
+    from omegaconf import OmegaConf
+    from torch.utils.data import TensorDataset
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    import ldae.generation as gen
+
+    def no_download(*a, **k):
+        raise AssertionError("FID must never download")
+
+    monkeypatch.setattr(fe, "load_state_dict_from_url", no_download)
+    with monkeypatch.context() as m:  # build a random network once, to write a weights file
+        m.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        m.setattr(fe.torch, "load", lambda *a, **k: {})
+        torch.manual_seed(0)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["64"], feature_extractor_weights_path="x")
+    path = tmp_path / "inception.pth"
+    torch.save(net.state_dict(), path)
+
+    class FakeModule:
+        def encoder(self, use_ema=True):
+            return torch.nn.Linear(1, 1)
+
+    monkeypatch.setattr(gen, "generate_images", lambda module, g, n, seed=0: torch.rand(n, 3, 16, 16) * 2 - 1)
+    cfg = OmegaConf.create({"batch_size": 8, "fid": {"inception_path": str(path), "num_samples": 8, "feature": 64}})
+    real = TensorDataset(torch.rand(10, 3, 16, 16) * 2 - 1, torch.zeros(10), torch.arange(10))
+    score = gen.fid(FakeModule(), cfg, real)
+    assert isinstance(score, float) and score == score
