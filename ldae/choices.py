@@ -7,7 +7,7 @@ DATASETS = ("shapes", "fashion_mnist", "cifar10", "imagefolder")
 CROPS = ("center", "random_resized")
 TOKENIZERS = ("patch_pca", "none")
 PCA_SCALINGS = ("global", "none")
-SCHEDULES = ("ddpm_linear", "linear_gamma2", "sigma_linear", "single_level")
+SCHEDULES = ("ddpm_linear", "cosine", "linear_gamma2", "sigma_linear", "single_level")
 PREDICTIONS = ("eps", "x0", "image_pca", "image")
 INPUTS = ("latent", "image")
 LAMBDAS = ("one", "snr", "gamma2", "inv_one_plus_sigma2")
@@ -15,6 +15,7 @@ PROBE_OPTIMIZERS = ("lars", "sgd", "adamw")
 CLEAN_INPUTS = ("projected", "original")
 RESUME_MODES = ("auto", "never")
 NONFINITE_ACTIONS = ("stop", "skip")
+SAMPLERS = ("ddpm", "ddim")
 
 
 def fashion_mnist_files(root: Path, split: str) -> tuple[Path, Path] | None:

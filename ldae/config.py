@@ -112,7 +112,7 @@ def require_complete(cfg: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
     from ldae.choices import (CLEAN_INPUTS, CROPS, DATASETS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, PREDICTIONS,
-                              PROBE_OPTIMIZERS, RESUME_MODES, SCHEDULES, TOKENIZERS, fashion_mnist_files)
+                              PROBE_OPTIMIZERS, RESUME_MODES, SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
     from ldae.models.registry import lookup
 
     require_complete(cfg)
@@ -165,9 +165,24 @@ def validate(cfg: DictConfig) -> None:
     _require(t.input in INPUTS, f"unknown target.input '{t.input}'; allowed: {', '.join(INPUTS)}")
     _require(t.lambda_t in LAMBDAS, f"unknown target.lambda_t '{t.lambda_t}'; allowed: {', '.join(LAMBDAS)}")
     try:
-        lookup(cfg.model.name)
+        spec = lookup(cfg.model.name)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    m = cfg.model
+    lp = m.get("patch_size") if m.get("patch_size") is not None else (spec.patch_size or 1)
+    _require(isinstance(lp, int) and lp >= 1 and (d.image_size // p) % lp == 0,
+             f"model patch {lp} does not divide the {d.image_size // p}-token grid (data.image_size / tokenizer.patch_size)")
+    _require(not m.class_cond or m.class_dropout > 0,
+             f"model.class_cond=true needs model.class_dropout > 0 (got {m.class_dropout}): the null class it "
+             f"creates is what the probe and guidance feed")
+    if m.learn_sigma:
+        _require(t.predict in ("eps", "x0"),
+                 f"model.learn_sigma=true needs target.predict eps or x0 (a latent prediction), not '{t.predict}'")
+        _require(cfg.schedule.name != "single_level",
+                 "model.learn_sigma=true needs a multi-level schedule (single_level has no step variances)")
+    g = cfg.get("gen")
+    if g is not None and g.enabled:
+        _require(g.sampler in SAMPLERS, f"unknown gen.sampler '{g.sampler}'; allowed: {', '.join(SAMPLERS)}")
     pr = cfg.probe
     _require(pr.optimizer in PROBE_OPTIMIZERS, f"unknown probe.optimizer '{pr.optimizer}'; allowed: {', '.join(PROBE_OPTIMIZERS)}")
     _require(pr.clean_input in CLEAN_INPUTS, f"unknown probe.clean_input '{pr.clean_input}'; allowed: {', '.join(CLEAN_INPUTS)}")

@@ -105,6 +105,11 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
         "device_batch_size": dm.device_batch,
         "skipped_steps": module.skipped_steps,
     }
+    gen = cfg.get("gen")
+    if gen is not None and gen.enabled and trainer.is_global_zero:  # DiT rows: samples grid and FID
+        from ldae.generation import generation_stage
+
+        info.update(generation_stage(cfg, module, clean_train, out, trainer.loggers, trainer.global_step))
     return module, dm, info
 
 

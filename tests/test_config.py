@@ -56,7 +56,7 @@ def test_struct_mode_rejects_misspelt_keys(compose):
 
 def test_group_override_check():
     check_group_overrides(["experiment=ldae", "scale=cpu", "tokenizer.latent_dim=8"])
-    with pytest.raises(ConfigError, match="unknown schedule 'no_such_schedule'; allowed: ddpm_linear"):
+    with pytest.raises(ConfigError, match="unknown schedule 'no_such_schedule'; allowed: cosine, ddpm_linear"):
         check_group_overrides(["schedule=no_such_schedule"])
     with pytest.raises(ConfigError, match="unknown tokenizer 'b'"):
         check_group_overrides(["tokenizer=patch_pca,b"])

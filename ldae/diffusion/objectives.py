@@ -5,9 +5,14 @@ PAPER.md 2.1 and 2.3. The path of Table 3 is four settings of one module:
   image (the original x0, error weighted per PCA component: w_i = 1 for i ≤ d, `residual_weight` beyond);
   input=latent|image (the noisy latent, or it mapped to pixels by the inverse tokenizer);
   lambda_t=one|snr|gamma2|inv_one_plus_sigma2 (the per-sample weight λ_t).
+With a learned-σ backbone (DiT's default; Nichol & Dhariwal's improved DDPM) the network also outputs v in
+[-1, 1] per channel, log σ²_model = (v+1)/2 · log β_t + (1−(v+1)/2) · log β̃_t, and the loss gains the
+variational-bound term `vb_term` (KL to the true posterior, the mean held fixed by a stop-gradient).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -26,6 +31,54 @@ def loss_weight(kind: str, gamma: torch.Tensor, sigma: torch.Tensor) -> torch.Te
     if kind == "inv_one_plus_sigma2":  # once γ ≡ 1 (PAPER.md 2.1)
         return 1.0 / (1.0 + sigma**2)
     raise ValueError(f"unknown lambda_t '{kind}'; allowed: {', '.join(LAMBDAS)}")
+
+
+def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, in nats."""
+    return 0.5 * (logvar2 - logvar1 - 1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def discretized_gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """−log p(x) of x in [-1, 1] quantised to 256 bins under N(mean, e^{2 log_std}) (DDPM's decoder term), nats."""
+    inv_std = torch.exp(-log_std)
+    cdf_hi = torch.special.ndtr(inv_std * (x - mean + 1 / 255))
+    cdf_lo = torch.special.ndtr(inv_std * (x - mean - 1 / 255))
+    log_p = torch.where(x < -0.999, cdf_hi.clamp_min(1e-12).log(),
+                        torch.where(x > 0.999, (1 - cdf_lo).clamp_min(1e-12).log(),
+                                    (cdf_hi - cdf_lo).clamp_min(1e-12).log()))
+    return -log_p
+
+
+def learned_log_variance(schedule, v: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """v in [-1, 1] (B, C, ...) -> log variance between log β̃ (v = −1) and log β (v = +1) of the step t -> s."""
+    shape = (-1,) + (1,) * (v.ndim - 1)
+    min_log = schedule.posterior_log_variance_clipped(t, s).view(shape)
+    max_log = schedule.step_variance(t, s).clamp_min(1e-20).log().view(shape)
+    frac = (v + 1) / 2
+    return frac * max_log + (1 - frac) * min_log
+
+
+def vb_term(schedule, predict: str, mean_out: torch.Tensor, var_out: torch.Tensor, z0: torch.Tensor,
+            z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The learned-σ bound term L_vlb per sample (B,), in bits per dimension, as improved DDPM / DiT train it.
+
+    mean_out: the ε or x0 prediction (its gradient is stopped: only the variance learns from this term);
+    var_out: the interpolation values v. t ≥ 1; at t = 1 the decoder NLL, elsewhere KL(q(z_{t−1}|z_t,z0) || p).
+    """
+    if predict == "eps":
+        x0_hat = schedule.x0_from_eps(z_t, mean_out.detach(), t)
+    elif predict == "x0":
+        x0_hat = mean_out.detach()
+    else:
+        raise ValueError(f"learned sigma needs target.predict eps or x0 (a latent prediction), not '{predict}'")
+    s = t - 1
+    model_log = learned_log_variance(schedule, var_out, t, s)
+    model_mean = schedule.posterior_mean(z_t, x0_hat, t, s)
+    true_mean = schedule.posterior_mean(z_t, z0, t, s)
+    true_log = schedule.posterior_log_variance_clipped(t, s).view((-1,) + (1,) * (z0.ndim - 1))
+    kl = normal_kl(true_mean, true_log, model_mean, model_log).flatten(1).mean(1) / math.log(2)  # (B,)
+    nll = discretized_gaussian_nll(z0, model_mean, 0.5 * model_log).flatten(1).mean(1) / math.log(2)
+    return torch.where(t == 1, nll, kl)
 
 
 class Objective(nn.Module):
@@ -58,8 +111,14 @@ class Objective(nn.Module):
         return x0
 
     def forward(self, pred: torch.Tensor, x0: torch.Tensor, z0: torch.Tensor, eps: torch.Tensor,
-                gamma: torch.Tensor, sigma: torch.Tensor, tokenizer) -> tuple[torch.Tensor, dict]:
-        """Loss and its named terms. pred: network output; x0 image (B,3,H,W); z0, eps latents; γ, σ (B,)."""
+                gamma: torch.Tensor, sigma: torch.Tensor, tokenizer, *, var_out: torch.Tensor | None = None,
+                z_t: torch.Tensor | None = None, t: torch.Tensor | None = None,
+                schedule=None) -> tuple[torch.Tensor, dict]:
+        """Loss and its named terms. pred: network output; x0 image (B,3,H,W); z0, eps latents; γ, σ (B,).
+
+        With a learned-σ backbone pass its variance channels as var_out (and z_t, t, schedule): the loss
+        becomes the weighted MSE + the bound term `vb` (DiT: loss = mse + vb).
+        """
         lam = loss_weight(self.lambda_t, gamma, sigma)  # (B,)
         err = self.target(x0, z0, eps, tokenizer) - pred
         terms: dict[str, torch.Tensor] = {}
@@ -79,4 +138,9 @@ class Objective(nn.Module):
                 terms["residual_mse"] = (residual / (r.shape[-1] - d)).mean().detach()
         loss = (lam * per_sample).mean()
         terms["unweighted_mse"] = err.pow(2).mean().detach()
+        if var_out is not None:
+            vb = vb_term(schedule, self.predict, pred, var_out, z0, z_t, t).mean()
+            terms["mse"] = loss.detach()
+            terms["vb"] = vb.detach()
+            loss = loss + vb
         return loss, terms

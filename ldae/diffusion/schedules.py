@@ -2,6 +2,14 @@
 
 A schedule is two tables, γ_t and σ_t for t = 0..T. Index 0 is the clean input (γ = 1, σ = 0):
 training draws t uniformly from {1..T}; the probe conditions on a fixed small t (PAPER.md App. A).
+DDPM's step index k = 0..T-1 is our t = k + 1 (official DiT checkpoints are conditioned on k).
+
+Everything the samplers and the learned-σ bound need follows from the two tables for any schedule
+(variance preserving or not), with the transition z_t | z_s for s < t (Kingma et al.'s VDM notation):
+  α_{t|s} = γ_t / γ_s,   σ²_{t|s} = σ_t² − α_{t|s}² σ_s²   (for DDPM, s = t−1: σ²_{t|t−1} = β_t),
+and the posterior q(z_s | z_t, z_0) = N(μ̃, σ̃²) with
+  μ̃ = α_{t|s} σ_s² / σ_t² · z_t + γ_s σ²_{t|s} / σ_t² · z_0,   σ̃² = σ²_{t|s} σ_s² / σ_t²   (β̃_t for s = t−1).
+Conversions between ε and x0 divide by γ or σ, clamped at MIN_SCALE where they reach 0.
 """
 
 from __future__ import annotations
@@ -12,6 +20,13 @@ import torch
 from torch import nn
 
 from ldae.choices import SCHEDULES
+
+MIN_SCALE = 1e-4  # below every non-zero γ_t, σ_t of the schedules here (smallest: σ_1 of sigma_linear, 1.4e-3)
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, ..., 1) to broadcast against `like` (B, ...)."""
+    return v.view((-1,) + (1,) * (like.ndim - 1))
 
 
 class NoiseSchedule(nn.Module):
@@ -31,6 +46,52 @@ class NoiseSchedule(nn.Module):
         shape = (-1,) + (1,) * (z0.ndim - 1)
         return self.gamma[t].view(shape) * z0 + self.sigma[t].view(shape) * eps
 
+    # --- conversions (clamped where γ or σ reaches 0) ---------------------------------------------
+    def x0_from_eps(self, z_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x0 = (z_t − σ_t ε) / γ_t."""
+        return (z_t - _bcast(self.sigma[t], z_t) * eps) / _bcast(self.gamma[t].clamp_min(MIN_SCALE), z_t)
+
+    def eps_from_x0(self, z_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """ε = (z_t − γ_t x0) / σ_t."""
+        return (z_t - _bcast(self.gamma[t], z_t) * x0) / _bcast(self.sigma[t].clamp_min(MIN_SCALE), z_t)
+
+    # --- transitions and posteriors (s < t, both (B,) index tensors) --------------------------------
+    def step_variance(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """σ²_{t|s} = σ_t² − (γ_t/γ_s)² σ_s²: the variance of z_t | z_s (β_t for s = t − 1). (B,)"""
+        a = self.gamma[t].double() / self.gamma[s].double().clamp_min(MIN_SCALE)
+        return (self.sigma[t].double() ** 2 - a**2 * self.sigma[s].double() ** 2).clamp_min(0).float()
+
+    def posterior_variance(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """σ̃² = σ²_{t|s} σ_s² / σ_t² (β̃_t for s = t − 1; 0 when s = 0). (B,)"""
+        return self.step_variance(t, s) * self.sigma[s] ** 2 / self.sigma[t].clamp_min(MIN_SCALE) ** 2
+
+    def posterior_mean(self, z_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """μ̃(z_t, x0) of q(z_s | z_t, z_0 = x0)."""
+        var_t = self.sigma[t].clamp_min(MIN_SCALE) ** 2
+        a = self.gamma[t] / self.gamma[s].clamp_min(MIN_SCALE)
+        c_zt = a * self.sigma[s] ** 2 / var_t
+        c_x0 = self.gamma[s] * self.step_variance(t, s) / var_t
+        return _bcast(c_zt, z_t) * z_t + _bcast(c_x0, z_t) * x0
+
+    def posterior_log_variance_clipped(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """log σ̃², with the zero variance of the last step (s = 0) replaced by the next step's (as DDPM does)."""
+        var = self.posterior_variance(t, s)
+        nxt = self.posterior_variance((t + 1).clamp_max(self.num_steps), t)  # the following step's σ̃²
+        return torch.where(s == 0, nxt, var).clamp_min(1e-20).log()
+
+    @property
+    def variance_preserving(self) -> bool:
+        return bool(((self.gamma**2 + self.sigma**2) - 1).abs().max() < 1e-4)
+
+    def alpha_bar(self) -> torch.Tensor:
+        """γ_t² (ᾱ_t of DDPM for a variance-preserving schedule), (T+1,)."""
+        return self.gamma**2
+
+    def betas(self) -> torch.Tensor:
+        """β_t = σ²_{t|t−1} for t = 1..T, as (T+1,) with β_0 = 0."""
+        t = torch.arange(1, self.num_steps + 1, device=self.gamma.device)
+        return torch.cat([torch.zeros(1, device=self.gamma.device), self.step_variance(t, t - 1)])
+
     def extra_repr(self) -> str:
         return f"name={self.name}, T={self.num_steps}"
 
@@ -41,6 +102,14 @@ def ddpm_linear(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float
     betas = torch.linspace(scale * beta_start, scale * beta_end, num_steps, dtype=torch.float64)
     alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])  # (T+1,)
     return NoiseSchedule(alpha_bar.sqrt(), (1 - alpha_bar).sqrt(), "ddpm_linear")
+
+
+def cosine(num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
+    """Nichol & Dhariwal: ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2), β_t = 1 − ᾱ_t/ᾱ_{t−1} ≤ 0.999."""
+    f = torch.cos((torch.arange(num_steps + 1, dtype=torch.float64) / num_steps + s) / (1 + s) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)  # (T,)
+    alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
+    return NoiseSchedule(alpha_bar.sqrt(), (1 - alpha_bar).clamp_min(0).sqrt(), "cosine")
 
 
 def linear_gamma2(num_steps: int = 1000) -> NoiseSchedule:
@@ -63,8 +132,14 @@ def single_level(num_steps: int = 1000, sigma_value: float = math.sqrt(1 / 3)) -
 
 
 def build_schedule(name: str, num_steps: int = 1000, **kwargs) -> NoiseSchedule:
-    factories = {"ddpm_linear": ddpm_linear, "linear_gamma2": linear_gamma2,
+    factories = {"ddpm_linear": ddpm_linear, "cosine": cosine, "linear_gamma2": linear_gamma2,
                  "sigma_linear": sigma_linear, "single_level": single_level}
     if name not in factories:
         raise ValueError(f"unknown schedule '{name}'; allowed: {', '.join(SCHEDULES)}")
     return factories[name](num_steps, **kwargs)
+
+
+def schedule_from_config(node) -> NoiseSchedule:
+    """The `schedule` config node -> NoiseSchedule; keys beyond name/num_steps go to the factory (sigma, ...)."""
+    extra = {k: v for k, v in dict(node).items() if k not in ("name", "num_steps")}
+    return build_schedule(node["name"], int(node["num_steps"]), **extra)

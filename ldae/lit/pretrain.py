@@ -7,11 +7,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from timm.utils import ModelEmaV3
 
-from ldae.diffusion import Objective, build_schedule
+from ldae.diffusion import Objective
+from ldae.diffusion.schedules import schedule_from_config
 from ldae.diffusion.noise import STREAM_EPS, STREAM_T, keyed_normal, keyed_uniform_int, sample_keys
 from ldae.lit.checkpointing import rng_states, set_rng_states
 from ldae.lit.schedules import warmup_cosine
-from ldae.models import build_backbone
+from ldae.models import build_backbone, lookup
 from ldae.models.dit import DiT
 from ldae.tokenizers import Tokenizer, build_tokenizer
 
@@ -34,17 +35,25 @@ def build_objective(cfg) -> Objective:
     return Objective(predict=t.predict, input=t.input, lambda_t=t.lambda_t, residual_weight=t.residual_weight)
 
 
+def latent_patch(model_cfg) -> int:
+    """DiT's patch on the latent map: model.patch_size, else a "/P" model name's P, else 1."""
+    p = model_cfg.get("patch_size")
+    return int(p) if p is not None else (lookup(model_cfg.name).patch_size or 1)
+
+
 def backbone_io(cfg, tokenizer: Tokenizer, objective: Objective) -> dict:
-    """Input/output geometry of the backbone: pixels (3 channels, patch p) or latents (d channels, patch 1)."""
+    """Input/output geometry of the backbone: pixels (3 channels, patch p·lp) or latents (d channels, patch lp),
+    where p is the tokenizer's patch (stride) and lp the model's patch on the latent map (DiT's /2: lp = 2)."""
     size, p, d = cfg.data.image_size, tokenizer.patch_size, tokenizer.latent_dim
+    lp = latent_patch(cfg.model)
     if objective.input == "image":
-        io = {"input_size": size, "patch_size": p, "in_channels": 3}
+        io = {"input_size": size, "patch_size": p * lp, "in_channels": 3}
     else:
-        io = {"input_size": size // p, "patch_size": 1, "in_channels": d}
+        io = {"input_size": size // p, "patch_size": lp, "in_channels": d}
     if objective.output_space == "image":
-        io.update(out_channels=3, out_patch_size=p)
+        io.update(out_channels=3, out_patch_size=p * lp)
     else:
-        io.update(out_channels=d, out_patch_size=1)
+        io.update(out_channels=d, out_patch_size=lp)
     return io
 
 
@@ -68,7 +77,7 @@ class PretrainModule(pl.LightningModule):
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg.tokenizer)
         self.tokenizer.requires_grad_(False)
         self.objective = build_objective(cfg)
-        self.schedule = build_schedule(cfg.schedule.name, cfg.schedule.num_steps)
+        self.schedule = schedule_from_config(cfg.schedule)
         self.backbone = build_backbone_for(cfg, self.tokenizer, self.objective)
         self.ema = None
         if cfg.optim.ema:
@@ -92,11 +101,19 @@ class PretrainModule(pl.LightningModule):
         z_t = self.schedule.corrupt(z0, eps, t)
         return z0, eps, t, self.objective.network_input(z_t, self.tokenizer)
 
+    def loss(self, pred, x, z0, eps, t) -> tuple[torch.Tensor, dict]:
+        """The objective on the network output; a learned-σ output (2C channels) adds the bound term."""
+        kw = {}
+        if self.backbone.learn_sigma:
+            pred, var_out = pred.chunk(2, dim=1)  # (B, C, ...) mean and variance halves
+            kw = dict(var_out=var_out, z_t=self.schedule.corrupt(z0, eps, t), t=t, schedule=self.schedule)
+        return self.objective(pred, x, z0, eps, self.schedule.gamma[t], self.schedule.sigma[t], self.tokenizer, **kw)
+
     def training_step(self, batch, batch_idx):
         x, y, index = batch
         z0, eps, t, inp = self.corrupt(x, index, self.current_epoch)
-        pred = self.backbone(inp, t, y if self.class_cond else None)
-        loss, terms = self.objective(pred, x, z0, eps, self.schedule.gamma[t], self.schedule.sigma[t], self.tokenizer)
+        pred = self.backbone(inp, t, y if self.class_cond else None)  # labels dropped to null at class_dropout
+        loss, terms = self.loss(pred, x, z0, eps, t)
         if not self._all_finite(loss):
             return self._nonfinite(loss)
         # sync_dist all-reduces: the logged loss is the global mean on any number of devices.
@@ -150,7 +167,7 @@ class PretrainModule(pl.LightningModule):
         z0, eps, t, inp = self.corrupt(x, index, 0)  # the same noise every epoch: comparable curves
         net = self.ema.module if self.ema is not None else self.backbone
         pred = net(inp, t, y if self.class_cond else None)
-        loss, _ = self.objective(pred, x, z0, eps, self.schedule.gamma[t], self.schedule.sigma[t], self.tokenizer)
+        loss, _ = self.loss(pred, x, z0, eps, t)
         self.log("pretrain/val_loss", loss, sync_dist=True)
 
     # --- optimisation ------------------------------------------------------------------------------

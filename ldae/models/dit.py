@@ -5,7 +5,9 @@ Conditioning c = t-embedding (+ label embedding): its width is `cond_ratio` × h
 paper's memory-saving change). Every block modulates its two LayerNorms with shift/scale and gates its two
 branches, from c (adaLN; zero-initialised = adaLN-Zero, so a fresh block is the identity).
 Parameter names follow DiT's (x_embedder, t_embedder.mlp, y_embedder.embedding_table, blocks.N.adaLN_modulation,
-final_layer) so the official checkpoints map onto this model at cond_ratio 1.
+final_layer) so the official checkpoints load with strict=True at cond_ratio 1 (tests/test_dit_checkpoint.py).
+Official checkpoints are conditioned on DDPM's step index k = t − 1 (ldae.diffusion.sampling: t_offset=-1).
+learn_sigma doubles the output channels: [prediction | v], v interpolating the log variance (improved DDPM).
 """
 
 from __future__ import annotations
@@ -155,12 +157,18 @@ class DiT(nn.Module):
 
     def condition(self, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """c = t-embedding (+ label embedding): (B, cond_width). Without y, a conditional model gets the null class."""
-        c = self.t_embedder(t)
+        c = self.t_embedder(t)  # (B, C)
         if self.y_embedder is not None:
             if y is None:
-                y = torch.full_like(t, self.y_embedder.num_classes, dtype=torch.long)
+                y = self.null_labels(t.shape[0], t.device)
             c = c + self.y_embedder(y, self.training)
         return c
+
+    def null_labels(self, n: int, device=None) -> torch.Tensor:
+        """(n,) labels of the null class (index num_classes): what probing and unconditional sampling feed."""
+        if self.y_embedder is None or self.y_embedder.embedding_table.num_embeddings == self.y_embedder.num_classes:
+            raise ValueError("this backbone has no null class: it needs class_cond with model.class_dropout > 0")
+        return torch.full((n,), self.y_embedder.num_classes, dtype=torch.long, device=device)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, p*p*C) -> (B, C, H, W)."""

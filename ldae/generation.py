@@ -1,0 +1,104 @@
+"""Generation for the DiT rows (PAPER.md Table 1: FID): sample grids and FID through torchmetrics.
+
+FID needs InceptionV3 weights from a local file (`gen.fid.inception_path`, torch-fidelity's .pth); without
+one the result is the string "no FID weights", never a download (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from ldae.diffusion.sampling import Denoiser, sample
+
+log = logging.getLogger("ldae")
+
+NO_FID_WEIGHTS = "no FID weights"
+
+
+def denoiser_for(module, gen_cfg) -> Denoiser:
+    """The EMA backbone (when there is one) of a PretrainModule, wrapped for sampling."""
+    net = module.encoder(use_ema=True)
+    net.eval()
+    return Denoiser(net, module.objective, module.schedule, module.tokenizer,
+                    guidance_scale=float(gen_cfg.guidance_scale), t_offset=int(gen_cfg.get("t_offset", 0)))
+
+
+def latent_shape(module, n: int) -> tuple[int, ...]:
+    tok, size = module.tokenizer, int(module.cfg.data.image_size)
+    g = size // tok.patch_size
+    return (n, tok.latent_dim, g, g)
+
+
+@torch.no_grad()
+def generate_images(module, gen_cfg, n: int, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """n images (n, 3, H, W) in [-1, 1]. A class-conditional model samples random classes unless labels are
+    given; an unconditional one (or labels=None with gen.conditional false) feeds the null class."""
+    den = denoiser_for(module, gen_cfg)
+    device = next(den.model.parameters()).device
+    if labels is None and module.class_cond and gen_cfg.get("conditional", True):
+        g = torch.Generator().manual_seed(int(seed) + 1)
+        labels = torch.randint(0, int(module.cfg.data.num_classes), (n,), generator=g)
+    y = labels.to(device) if labels is not None and module.class_cond else None
+    z0 = sample(den, gen_cfg.sampler, latent_shape(module, n), gen_cfg.steps, float(gen_cfg.eta), y, seed, device)
+    return module.tokenizer.decode(z0).clamp(-1, 1)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> torch.Tensor:
+    """Images in [-1, 1] -> one PNG grid at `path`; returns the grid (3, H', W') in [0, 1] for loggers."""
+    from torchvision.utils import make_grid, save_image
+
+    nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
+    grid = make_grid(images.detach().float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, str(path))
+    return grid
+
+
+def fid(module, gen_cfg, real_set, seed: int = 0) -> float | str:
+    """FID between `gen.fid.num_samples` generated images and as many real ones (FID-50K at 50000)."""
+    fcfg = gen_cfg.fid
+    path = fcfg.get("inception_path")
+    if not path:
+        return NO_FID_WEIGHTS
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"gen.fid.inception_path={path} does not exist (torch-fidelity InceptionV3 .pth)")
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    device = next(module.encoder(use_ema=True).parameters()).device
+    metric = FrechetInceptionDistance(feature=int(fcfg.feature), normalize=True,
+                                      feature_extractor_weights_path=str(path)).to(device)
+    n, bs = int(fcfg.num_samples), int(gen_cfg.batch_size)
+    real = real_set if len(real_set) <= n else Subset(real_set, range(n))
+    for x, _, _ in DataLoader(real, batch_size=bs, shuffle=False):
+        metric.update(((x.to(device) + 1) / 2).clamp(0, 1), real=True)
+    done = 0
+    while done < n:
+        b = min(bs, n - done)
+        imgs = generate_images(module, gen_cfg, b, seed=seed + done)
+        metric.update((imgs + 1) / 2, real=False)
+        done += b
+    return float(metric.compute())
+
+
+def generation_stage(cfg, module, real_set, out: Path, loggers=(), step: int = 0) -> dict:
+    """Sample grid (out/samples.png, logged as gen/samples) and gen/fid; returns the results.json entries."""
+    g = cfg.gen
+    t0 = time.time()
+    seed = int(g.seed)
+    imgs = generate_images(module, g, int(g.grid_samples), seed=seed)
+    grid = save_grid(imgs, out / "samples.png")
+    score = fid(module, g, real_set, seed=seed + 1_000_003)
+    for lg in loggers:
+        if hasattr(lg, "log_image"):  # wandb
+            lg.log_image(key="gen/samples", images=[grid], step=step)
+        if not isinstance(score, str):
+            lg.log_metrics({"gen/fid": score}, step=step)
+    log.info("generation: %s, FID = %s", out / "samples.png", score)
+    return {"gen_fid": score, "gen_samples": str(out / "samples.png"), "gen_sampler": g.sampler,
+            "gen_steps": g.steps, "gen_guidance_scale": float(g.guidance_scale), "gen_wall_s": time.time() - t0}

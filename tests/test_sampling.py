@@ -1,0 +1,135 @@
+"""DDPM/DDIM samplers, classifier-free guidance, sample grids and the FID gate, on a tiny latent DiT."""
+
+import pytest
+import torch
+
+from ldae.diffusion.objectives import Objective
+from ldae.diffusion.sampling import Denoiser, ddim_sample, ddpm_sample, guide, sample, timesteps
+from ldae.diffusion.schedules import build_schedule
+from ldae.models.dit import DiT
+
+SHAPE = (3, 2, 4, 4)
+
+
+def _model(learn_sigma=False, num_classes=5):
+    torch.manual_seed(0)
+    m = DiT(input_size=4, patch_size=1, in_channels=2, hidden_size=32, depth=2, num_heads=2,
+            num_classes=num_classes, class_dropout=0.1, learn_sigma=learn_sigma, adaln_zero=False)
+    return m.eval()
+
+
+def _den(model, scale=1.0, schedule="ddpm_linear", predict="eps"):
+    return Denoiser(model, Objective(predict, "latent", "one"), build_schedule(schedule, 50), None, scale)
+
+
+def test_timesteps_respacing():
+    assert timesteps(1000, 4) == [1000, 667, 334, 1]
+    assert timesteps(10) == list(range(10, 0, -1))
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("learn_sigma", [False, True])
+def test_shapes_and_seed_determinism(sampler, learn_sigma):
+    den = _den(_model(learn_sigma))
+    y = torch.tensor([0, 3, 4])
+    a = sample(den, sampler, SHAPE, steps=5, eta=0.5, y=y, seed=7)
+    b = sample(den, sampler, SHAPE, steps=5, eta=0.5, y=y, seed=7)
+    c = sample(den, sampler, SHAPE, steps=5, eta=0.5, y=y, seed=8)
+    assert a.shape == SHAPE and torch.isfinite(a).all()
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_ddim_eta0_is_deterministic_given_the_start():
+    den = _den(_model())
+    z = torch.randn(SHAPE)
+    a = ddim_sample(den, SHAPE, steps=6, eta=0.0, generator=torch.Generator().manual_seed(1), z=z.clone())
+    b = ddim_sample(den, SHAPE, steps=6, eta=0.0, generator=torch.Generator().manual_seed(2), z=z.clone())
+    assert torch.equal(a, b)
+    c = ddim_sample(den, SHAPE, steps=6, eta=1.0, generator=torch.Generator().manual_seed(1), z=z.clone())
+    d = ddim_sample(den, SHAPE, steps=6, eta=1.0, generator=torch.Generator().manual_seed(2), z=z.clone())
+    assert not torch.allclose(c, d)
+
+
+def test_ddpm_fixed_variances_differ_and_sigma_linear_runs():
+    den = _den(_model())
+    z = torch.randn(SHAPE)
+    a = ddpm_sample(den, SHAPE, 5, generator=torch.Generator().manual_seed(0), fixed_variance="large", z=z)
+    b = ddpm_sample(den, SHAPE, 5, generator=torch.Generator().manual_seed(0), fixed_variance="small", z=z)
+    assert not torch.allclose(a, b)
+    for predict in ("eps", "x0"):  # no input scaling: prior N(0, (1 + 2) I), posterior of a VE schedule
+        out = sample(_den(_model(), schedule="sigma_linear", predict=predict), "ddpm", SHAPE, steps=5)
+        assert torch.isfinite(out).all()
+
+
+def test_guidance_scale_one_is_the_conditional_prediction():
+    m = _model(learn_sigma=True)
+    z, t, y = torch.randn(SHAPE), torch.tensor([5, 20, 50]), torch.tensor([1, 2, 3])
+    cond = m(z, t, y)
+    null = m(z, t, m.null_labels(3))
+    mean1, var1 = _den(m, 1.0).raw(z, t, y)
+    assert torch.allclose(torch.cat([mean1, var1], 1), cond, atol=1e-6)
+    mean0, var0 = _den(m, 0.0).raw(z, t, y)  # through the batched cond/null path
+    assert torch.allclose(mean0, null[:, :2], atol=1e-5) and torch.allclose(var0, cond[:, 2:], atol=1e-5)
+    mean4, _ = _den(m, 4.0).raw(z, t, y)
+    assert torch.allclose(mean4, guide(cond[:, :2], null[:, :2], 4.0), atol=1e-5)
+    assert torch.allclose(guide(cond, null, 1.0), cond, atol=1e-6)
+    # Without labels a class-conditional model is unconditional: the null class.
+    assert torch.allclose(_den(m, 4.0).raw(z, t, None)[0], null[:, :2], atol=1e-6)
+
+
+def test_official_checkpoint_time_offset():
+    m = _model()
+    den = Denoiser(m, Objective("eps", "latent", "one"), build_schedule("ddpm_linear", 50), None, 1.0, t_offset=-1)
+    z, t = torch.randn(SHAPE), torch.tensor([1, 2, 50])
+    assert torch.allclose(den.raw(z, t)[0], m(z, t - 1), atol=1e-6)
+
+
+def test_save_grid(tmp_path):
+    from ldae.generation import save_grid
+
+    grid = save_grid(torch.rand(6, 3, 8, 8) * 2 - 1, tmp_path / "g.png", nrow=3)
+    assert (tmp_path / "g.png").stat().st_size > 0
+    assert grid.shape[0] == 3 and 0 <= float(grid.min()) and float(grid.max()) <= 1
+
+
+def test_fid_without_weights_says_so():
+    from omegaconf import OmegaConf
+
+    from ldae.generation import NO_FID_WEIGHTS, fid
+
+    cfg = OmegaConf.create({"fid": {"inception_path": None, "num_samples": 8, "feature": 64}})
+    assert fid(None, cfg, None) == NO_FID_WEIGHTS == "no FID weights"
+    cfg.fid.inception_path = "/nonexistent/inception.pth"
+    with pytest.raises(FileNotFoundError, match="gen.fid.inception_path"):
+        fid(None, cfg, None)
+
+
+def test_fid_reads_local_inception_weights(tmp_path, monkeypatch):
+    """With a local weights file (here a random InceptionV3 in torch-fidelity's format) FID is a number."""
+    from omegaconf import OmegaConf
+    from torch.utils.data import TensorDataset
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    import ldae.generation as gen
+
+    def no_download(*a, **k):
+        raise AssertionError("FID must never download")
+
+    monkeypatch.setattr(fe, "load_state_dict_from_url", no_download)
+    with monkeypatch.context() as m:  # build a random network once, to write a weights file
+        m.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        m.setattr(fe.torch, "load", lambda *a, **k: {})
+        torch.manual_seed(0)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["64"], feature_extractor_weights_path="x")
+    path = tmp_path / "inception.pth"
+    torch.save(net.state_dict(), path)
+
+    class FakeModule:
+        def encoder(self, use_ema=True):
+            return torch.nn.Linear(1, 1)
+
+    monkeypatch.setattr(gen, "generate_images", lambda module, g, n, seed=0: torch.rand(n, 3, 16, 16) * 2 - 1)
+    cfg = OmegaConf.create({"batch_size": 8, "fid": {"inception_path": str(path), "num_samples": 8, "feature": 64}})
+    real = TensorDataset(torch.rand(10, 3, 16, 16) * 2 - 1, torch.zeros(10), torch.arange(10))
+    score = gen.fid(FakeModule(), cfg, real)
+    assert isinstance(score, float) and score == score
