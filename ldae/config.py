@@ -139,6 +139,7 @@ def validate(cfg: DictConfig) -> None:
         _require(isinstance(ld, int) and 1 <= ld <= limit,
                  f"tokenizer.latent_dim={ld} is out of range; allowed: 1..{limit} "
                  + ("(the paper's units, per 768-dim patch)" if units == "paper" else f"(the patch dimension D = 3*{p}*{p})"))
+    _validate_tokenizer(tok)
     o = cfg.optim
     _require(isinstance(o.base_lr, (int, float)) and o.base_lr > 0, f"optim.base_lr={o.base_lr} must be > 0")
     _require(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")
@@ -174,6 +175,41 @@ def validate(cfg: DictConfig) -> None:
     elif d.name == "cifar10" and not d.download:
         _require(os.path.isdir(os.path.join(d.root, "cifar-10-batches-py")),
                  f"data.root={d.root} holds no cifar-10-batches-py folder; set data.download=true to fetch it")
+
+
+def _validate_tokenizer(tok: DictConfig) -> None:
+    """Checks of the gradient-trained tokenizers: choices, local weight paths, the conv VAE's geometry."""
+    from ldae.choices import LATENT_NORMS, PCA_SCALINGS, POSTERIORS, RECON_LOSSES
+
+    if tok.name == "patch_pca":
+        _require(tok.scaling in PCA_SCALINGS, f"unknown tokenizer.scaling '{tok.scaling}'; allowed: {', '.join(PCA_SCALINGS)}")
+    if tok.name not in ("vqgan", "patch_ae", "patch_vae"):
+        return
+    _require(tok.normalize in LATENT_NORMS, f"unknown tokenizer.normalize '{tok.normalize}'; allowed: {', '.join(LATENT_NORMS)}")
+    _require(tok.posterior in POSTERIORS, f"unknown tokenizer.posterior '{tok.posterior}'; allowed: {', '.join(POSTERIORS)}")
+    _require(tok.recon_loss in RECON_LOSSES, f"unknown tokenizer.recon_loss '{tok.recon_loss}'; allowed: {', '.join(RECON_LOSSES)}")
+    steps = tok.train_steps
+    _require(isinstance(steps, int) and steps >= 0, f"tokenizer.train_steps={steps} must be an integer >= 0")
+    if tok.name != "vqgan":
+        return
+    p, dp = tok.patch_size, tok.dit_patch
+    _require(isinstance(dp, int) and dp >= 1 and p % dp == 0 and ((p // dp) & (p // dp - 1)) == 0,
+             f"tokenizer.dit_patch={dp} does not fit tokenizer.patch_size={p}; allowed: divisors of {p} "
+             f"that leave a power-of-2 stride (stride x dit_patch = patch_size)")
+    pre = tok.pretrained_path
+    if pre:
+        _require(os.path.isfile(os.path.join(pre, "config.json")),
+                 f"tokenizer.pretrained_path={pre} holds no config.json; expected an AutoencoderKL.save_pretrained "
+                 f"folder (e.g. a local copy of stabilityai/sd-vae-ft-ema); nothing is downloaded")
+        return  # public weights are used as they are: no training, no training losses
+    per = tok.perceptual
+    if per.weight > 0 and not per.random_backbone:
+        _require(bool(per.backbone_path) and bool(per.linear_path),
+                 f"tokenizer.perceptual.weight={per.weight} needs tokenizer.perceptual.backbone_path and linear_path "
+                 f"(local LPIPS weights; nothing is downloaded); allowed: set both, set tokenizer.perceptual.weight=0, "
+                 f"set tokenizer.perceptual.random_backbone=true, or load public weights with tokenizer.pretrained_path")
+        for key in ("backbone_path", "linear_path"):
+            _require(os.path.isfile(per[key]), f"tokenizer.perceptual.{key}={per[key]} does not exist")
 
 
 def fail(prog: str, message: str, code: int = 2) -> None:

@@ -21,16 +21,21 @@ def build_objective(cfg) -> Objective:
 
 
 def backbone_io(cfg, tokenizer: Tokenizer, objective: Objective) -> dict:
-    """Input/output geometry of the backbone: pixels (3 channels, patch p) or latents (d channels, patch 1)."""
-    size, p, d = cfg.data.image_size, tokenizer.patch_size, tokenizer.latent_dim
+    """Input/output geometry of the backbone: pixels (3 channels, patch p) or the latent map.
+
+    A patch tokenizer's latent is (B, d, H/p, W/p), read with patch 1; the conv VAE's is (B, C, H/s, W/s),
+    read with the DiT's own patch (latent_patch = p / s), d = C x latent_patch². Same token grid either way.
+    """
+    size, p = cfg.data.image_size, tokenizer.patch_size
+    c, lp = tokenizer.latent_channels, tokenizer.latent_patch
     if objective.input == "image":
         io = {"input_size": size, "patch_size": p, "in_channels": 3}
     else:
-        io = {"input_size": size // p, "patch_size": 1, "in_channels": d}
+        io = {"input_size": size // p * lp, "patch_size": lp, "in_channels": c}
     if objective.output_space == "image":
         io.update(out_channels=3, out_patch_size=p)
     else:
-        io.update(out_channels=d, out_patch_size=1)
+        io.update(out_channels=c, out_patch_size=lp)
     return io
 
 

@@ -6,7 +6,8 @@ Free choices the paper leaves open ([NF]) are named options:
   center: subtract the patch mean before projecting (default on; DESIGN.md section 2).
   scaling: "global" divides every latent by one factor so the d latents have unit average variance
       (the role of DiT's 0.18215; the noise σ ≤ √2 then means the same SNR at every scale), "none" keeps
-      raw projections. No per-component whitening by default: V is orthonormal, as in the paper.
+      raw projections, "whiten" divides each of the d components by its own standard deviation (a named
+      option, off by default). No per-component whitening by default: V is orthonormal, as in the paper.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ class PatchPCA(Tokenizer):
         self.register_buffer("components", torch.eye(D))  # (D, D): column i = i-th principal direction
         self.register_buffer("eigenvalues", torch.ones(D))  # (D,), descending
         self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("component_scale", torch.ones(D))  # (D,): per-component factor ("whiten")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Artifacts saved before the whitening option have no per-component factor: it is all ones there.
+        state_dict.setdefault(prefix + "component_scale", torch.ones_like(self.component_scale))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- fitting -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -75,6 +82,8 @@ class PatchPCA(Tokenizer):
         self.eigenvalues.copy_(evals.float())
         top = evals[: self.latent_dim].mean().clamp_min(1e-12)
         self.scale.fill_(float(top.rsqrt()) if self.scaling == "global" else 1.0)
+        if self.scaling == "whiten":
+            self.component_scale.copy_(evals.clamp_min(1e-12 * float(evals[0].clamp_min(1e-30))).rsqrt().float())
         self.fitted.fill_(True)
         explained = float(evals[: self.latent_dim].sum() / evals.sum().clamp_min(1e-12))
         return {"num_patches": n, "explained_variance": explained, "latent_scale": float(self.scale)}
@@ -84,12 +93,14 @@ class PatchPCA(Tokenizer):
         """(B, 3, H, W) -> (B, d, H/p, W/p)."""
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
         p = self.patchify(x) - self.mean  # (B, N, D)
-        z = p @ self.components[:, : self.latent_dim] * self.scale  # (B, N, d)
+        d = self.latent_dim
+        z = p @ self.components[:, :d] * (self.scale * self.component_scale[:d])  # (B, N, d)
         return tokens_to_map(z, grid)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, d, h, w) -> (B, 3, h*p, w*p): V^T z + mean per patch."""
-        tokens = map_to_tokens(z) / self.scale  # (B, N, d)
+        d = self.latent_dim
+        tokens = map_to_tokens(z) / (self.scale * self.component_scale[:d])  # (B, N, d)
         p = tokens @ self.components[:, : self.latent_dim].T + self.mean  # (B, N, D)
         return self.unpatchify(p, (z.shape[-2], z.shape[-1]))
 
