@@ -37,11 +37,13 @@ class LPIPS(nn.Module):
     def __init__(self, backbone_path: str | None = None, linear_path: str | None = None,
                  random_backbone: bool = False):
         super().__init__()
-        from torchvision.models import vgg16
+        from torchvision.models.vgg import cfgs, make_layers
 
         if not random_backbone and not (backbone_path and linear_path):
             raise ValueError("LPIPS needs backbone_path and linear_path (local files), or random_backbone=True")
-        self.features = vgg16(weights=None).features[: self.TAPS[-1] + 1]
+        # torchvision's VGG16 feature stack (the same layers and keys as vgg16().features), without
+        # building the 120M-parameter classifier we never use.
+        self.features = make_layers(cfgs["D"], batch_norm=False)[: self.TAPS[-1] + 1]
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in self.WIDTHS)
         # Inputs in [-1, 1] are shifted/scaled to the ImageNet statistics the VGG was trained on.
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
@@ -65,7 +67,8 @@ class LPIPS(nn.Module):
             w = lin.get(f"lins.{i}.weight", lin.get(f"lin{i}.model.1.weight"))
             if w is None:
                 raise ValueError(f"{linear_path} has no weights for LPIPS layer {i} (lins.{i}.weight)")
-            m.weight.copy_(w.view_as(m.weight))
+            with torch.no_grad():
+                m.weight.copy_(w.view_as(m.weight))
 
     def train(self, mode: bool = True):
         return super().train(False)  # always frozen
