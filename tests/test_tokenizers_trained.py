@@ -186,3 +186,20 @@ def test_bench_pca_runs():
     spec.loader.exec_module(mod)
     r = mod.bench_pca(patches=4096, image_size=32, patch=8, batch_images=16, repeats=1)
     assert r["patches"] >= 4096 and r["fit_s"] > 0 and r["cov_product_f32_s"] > 0
+
+
+def test_other_ranks_wait_for_rank_zero_artifact(tmp_path):
+    import threading
+
+    from ldae.tokenizers import fit_or_load
+
+    cfg = OmegaConf.create({"name": "patch_pca", "patch_size": 4, "latent_dim": 8, "latent_units": "absolute",
+                            "center": True, "scaling": "global", "num_patches": 10000, "seed": 0})
+    x = _images()
+    out = {}
+    waiter = threading.Thread(target=lambda: out.update(r=fit_or_load(build_tokenizer(cfg), lambda: [x], {"d": 1},
+                                                                       str(tmp_path), timeout_s=60, rank=1)))
+    waiter.start()
+    r0 = fit_or_load(build_tokenizer(cfg), lambda: [x], {"d": 1}, str(tmp_path), rank=0)
+    waiter.join(30)
+    assert not r0["cached"] and out["r"]["cached"] and out["r"]["key"] == r0["key"]

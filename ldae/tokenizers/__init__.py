@@ -68,6 +68,28 @@ def _loss_cfg(spec: dict) -> dict:
             "perceptual": spec.get("perceptual"), "adversarial": spec.get("adversarial")}
 
 
+def global_rank() -> int:
+    """This process's rank before any process group exists (torchrun / Lightning set RANK, SLURM SLURM_PROCID)."""
+    import os
+
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"])
+    return 0
+
+
+def _wait_for(path: Path, timeout_s: float, poll_s: float = 2.0) -> float:
+    import time
+
+    t0 = time.time()
+    while not path.exists():
+        if time.time() - t0 > timeout_s:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for rank 0's tokenizer artifact {path}")
+        time.sleep(poll_s)
+    return time.time() - t0
+
+
 def artifact_key(tokenizer: Tokenizer, data_fingerprint: dict) -> str:
     """A fitted tokenizer is keyed by its own config and by the data it was fitted on."""
     blob = json.dumps({"tokenizer": tokenizer.fingerprint(), "data": data_fingerprint}, sort_keys=True)
@@ -75,7 +97,8 @@ def artifact_key(tokenizer: Tokenizer, data_fingerprint: dict) -> str:
 
 
 def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tensor]], data_fingerprint: dict,
-                cache_dir: str | None, logger=None) -> dict:
+                cache_dir: str | None, logger=None, timeout_s: float = 7 * 24 * 3600,
+                rank: int | None = None) -> dict:
     """Fit `tokenizer` on `batches()`, or load the artifact a previous run left in `cache_dir`.
 
     Returns a small record (key, path, whether it was cached, fit statistics) for results.json.
@@ -91,6 +114,15 @@ def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tenso
         return {"name": tokenizer.name, "key": key, "path": str(path), "cached": True, **blob["stats"]}
     if isinstance(tokenizer, TrainableTokenizer):
         tokenizer.train_logger = logger
+    rank = global_rank() if rank is None else rank
+    if rank > 0 and path is not None:
+        # Several processes (torchrun, SLURM): rank 0 fits, the others wait for its artifact and load it,
+        # so every rank holds the same tokenizer and none trains a private copy.
+        waited = _wait_for(path, timeout_s)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        tokenizer.load_state_dict(blob["state_dict"])
+        log.info("rank %d: tokenizer %s loaded from %s after %.0f s", rank, tokenizer.name, path, waited)
+        return {"name": tokenizer.name, "key": key, "path": str(path), "cached": True, **blob["stats"]}
     stats = tokenizer.fit(batches())
     if path is not None:
         atomic_torch_save(path, {"state_dict": tokenizer.state_dict(), "stats": stats,
