@@ -140,6 +140,14 @@ def validate(cfg: DictConfig) -> None:
                  f"tokenizer.latent_dim={ld} is out of range; allowed: 1..{limit} "
                  + ("(the paper's units, per 768-dim patch)" if units == "paper" else f"(the patch dimension D = 3*{p}*{p})"))
     _validate_tokenizer(tok)
+    if tok.get("latent_cache"):
+        _require(tok.name in ("vqgan", "patch_vae", "patch_ae"),
+                 f"tokenizer.latent_cache=true is for trained tokenizers; allowed: vqgan, patch_vae, patch_ae (got {tok.name})")
+        _require(cfg.target.input == "latent" and cfg.target.predict in ("eps", "x0"),
+                 f"tokenizer.latent_cache=true needs a latent-space objective; allowed: target.input=latent with "
+                 f"target.predict=eps|x0 (got input={cfg.target.input}, predict={cfg.target.predict}: they need the image)")
+        _require(d.crop == "center", f"tokenizer.latent_cache=true needs data.crop=center (got {d.crop}); the cache "
+                 f"holds both flips of center crops")
     o = cfg.optim
     _require(isinstance(o.base_lr, (int, float)) and o.base_lr > 0, f"optim.base_lr={o.base_lr} must be > 0")
     _require(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -118,6 +119,18 @@ def pretrain(cfg: DictConfig, out: Path) -> tuple[PretrainModule, LDAEDataModule
     tok_s = time.time() - t0
     tok_eval = evaluate_tokenizer(tokenizer, dm.val_set, out)
     log.info("tokenizer %s: d=%d, val PSNR %.2f dB", tokenizer.name, tokenizer.latent_dim, tok_eval["psnr"])
+    if cfg.tokenizer.get("latent_cache"):
+        from ldae.tokenizers import global_rank
+        from ldae.tokenizers.latent_cache import LatentDataset, build_latent_cache
+
+        t1 = time.time()
+        key = tok_record.get("key") or "uncached"
+        lc_dir = Path(cfg.paths.cache_dir) / "latents" / f"{tokenizer.name}-{key}"
+        device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
+        build_latent_cache(tokenizer, clean_train, lc_dir, rank=global_rank(), world=int(os.environ.get("WORLD_SIZE", 1)),
+                           device=device)
+        dm.latent_train_set = LatentDataset(lc_dir)
+        tok_record["latent_cache"] = {"path": str(lc_dir), "wall_s": time.time() - t1}
     module = PretrainModule(OmegaConf.to_container(cfg, resolve=True), tokenizer)
     ckpt = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="epoch{epoch:03d}", save_last=True,
                            save_top_k=0, auto_insert_metric_name=False)

@@ -76,3 +76,42 @@ def test_second_ldae_run_loads_the_vqgan_artifact(compose, tmp_path, cache_dir, 
     monkeypatch.setattr(TrainableTokenizer, "fit", no_training)
     res = run(cfg, tmp_path / "second")
     assert res["tokenizer"]["cached"] is True
+
+
+def test_latent_cache_shards_by_rank_and_pretrains(compose, tmp_path):
+    import threading
+
+    import torch
+
+    from ldae.data import build_dataset
+    from ldae.stages import fit_tokenizer
+    from ldae.tokenizers.latent_cache import LatentDataset, build_latent_cache
+    from ldae.train import run
+
+    ov = ["experiment=ldae", "scale=smoke", "tokenizer=patch_vae", f"paths.cache_dir={tmp_path / 'c'}",
+          "target.input=latent", "target.predict=eps", "target.lambda_t=one"]
+    cfg = compose(*ov)
+    train = build_dataset(cfg.data, "train", augment=False)
+    tok, _ = fit_tokenizer(cfg, train)
+    # two "ranks" write disjoint shards; rank 0 writes the index once all exist
+    other = threading.Thread(target=build_latent_cache, args=(tok, train, tmp_path / "lc"),
+                             kwargs={"rank": 1, "world": 2, "shard_size": 64})
+    other.start()
+    build_latent_cache(tok, train, tmp_path / "lc", rank=0, world=2, shard_size=64)
+    other.join(60)
+    ds = LatentDataset(tmp_path / "lc")
+    assert len(ds) == len(train) == 256 and len(list((tmp_path / "lc").glob("shard-*.pt"))) == 4
+    mean, logvar, y, i = ds[5]
+    x = train[5][0][None]
+    tok.eval()
+    assert torch.allclose(mean[0], tok.posterior(x)[0][0], atol=1e-5)  # the stored posterior, flip 0
+    assert torch.allclose(mean[1], tok.posterior(x.flip(-1))[0][0], atol=1e-5)  # and the mirrored image
+    res = run(compose(*ov, "tokenizer.latent_cache=true", *FAST), tmp_path / "run")
+    assert "latent_cache" in res["tokenizer"] and res["pretrain_loss"] > 0
+
+
+def test_latent_cache_needs_a_latent_objective(compose):
+    from ldae.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="tokenizer.latent_cache=true needs a latent-space objective"):
+        validate(compose("experiment=ldae", "tokenizer=vqgan", "tokenizer.latent_cache=true"))

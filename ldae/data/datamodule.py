@@ -28,6 +28,7 @@ class LDAEDataModule(pl.LightningDataModule):
         self.device_batch, self.accumulate = split_batch(cfg.batch_size, world_size, cfg.device_batch_size)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.latent_train_set: Dataset | None = None  # set when pretraining reads a latent cache
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -42,7 +43,8 @@ class LDAEDataModule(pl.LightningDataModule):
                           pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, drop_last=True)
+        ds = self.latent_train_set if self.latent_train_set is not None else self.train_set
+        return self._loader(ds, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False, drop_last=False)

@@ -9,6 +9,9 @@ from timm.utils import ModelEmaV3
 
 from ldae.diffusion import Objective, build_schedule
 from ldae.diffusion.noise import STREAM_EPS, STREAM_T, keyed_normal, keyed_uniform_int, sample_keys
+
+STREAM_FLIP = 0x5EED0003  # the latent cache's flip and posterior sample: independent of t and ε
+STREAM_POSTERIOR = 0x5EED0004
 from ldae.lit.schedules import warmup_cosine
 from ldae.models import build_backbone
 from ldae.models.dit import DiT
@@ -72,18 +75,35 @@ class PretrainModule(pl.LightningModule):
 
     # --- the path of one batch ---------------------------------------------------------------------
     @torch.no_grad()
-    def corrupt(self, x: torch.Tensor, index: torch.Tensor, epoch: int):
+    def corrupt(self, x: torch.Tensor | None, index: torch.Tensor, epoch: int, z0: torch.Tensor | None = None):
         """Encode, draw t and ε keyed on (seed, epoch, index), corrupt. Returns z0, eps, t, network input."""
-        z0 = self.tokenizer.encode(x)  # (B, d, h, w)
+        if z0 is None:
+            z0 = self.tokenizer.encode(x)  # (B, d, h, w)
         keys = sample_keys(int(self.cfg.seed), epoch, index)
         t = keyed_uniform_int(keys, 1, self.schedule.num_steps + 1, STREAM_T)  # (B,) in 1..T
         eps = keyed_normal(keys, tuple(z0.shape[1:]), STREAM_EPS, dtype=z0.dtype)  # (B, d, h, w)
         z_t = self.schedule.corrupt(z0, eps, t)
         return z0, eps, t, self.objective.network_input(z_t, self.tokenizer)
 
+    @torch.no_grad()
+    def latents_from_cache(self, mean: torch.Tensor, logvar: torch.Tensor, index: torch.Tensor, epoch: int):
+        """A cached posterior (B, 2 flips, C, h, w) -> z0: the flip (when data.hflip) and the posterior sample
+        drawn keyed on (seed, epoch, index), then the tokenizer's latent normalisation."""
+        keys = sample_keys(int(self.cfg.seed), epoch, index)
+        flip = keyed_uniform_int(keys, 0, 2, STREAM_FLIP) if self.cfg.data.hflip else torch.zeros_like(index)
+        rows = torch.arange(mean.shape[0], device=mean.device)
+        m, lv = mean[rows, flip], logvar[rows, flip]  # (B, C, h, w)
+        if self.tokenizer.posterior_mode == "sample":
+            m = m + (0.5 * lv).exp() * keyed_normal(keys, tuple(m.shape[1:]), STREAM_POSTERIOR, dtype=m.dtype)
+        return self.tokenizer.norm(m)
+
     def training_step(self, batch, batch_idx):
-        x, y, index = batch
-        z0, eps, t, inp = self.corrupt(x, index, self.current_epoch)
+        if len(batch) == 4:  # the latent cache: (mean, logvar, y, index), no image
+            mean, logvar, y, index = batch
+            x, z0 = None, self.latents_from_cache(mean, logvar, index, self.current_epoch)
+        else:
+            (x, y, index), z0 = batch, None
+        z0, eps, t, inp = self.corrupt(x, index, self.current_epoch, z0)
         pred = self.backbone(inp, t, y if self.class_cond else None)
         loss, terms = self.objective(pred, x, z0, eps, self.schedule.gamma[t], self.schedule.sigma[t], self.tokenizer)
         # sync_dist all-reduces: the logged loss is the global mean on any number of devices.
