@@ -209,6 +209,16 @@ def _validate_tokenizer(tok: DictConfig) -> None:
         _require(os.path.isfile(os.path.join(pre, "config.json")),
                  f"tokenizer.pretrained_path={pre} holds no config.json; expected an AutoencoderKL.save_pretrained "
                  f"folder (e.g. a local copy of stabilityai/sd-vae-ft-ema); nothing is downloaded")
+        import json
+
+        got = json.loads(Path(pre, "config.json").read_text())
+        D = 3 * p * p
+        d_eff = int(tok.latent_dim) if tok.latent_units == "absolute" else max(1, round(int(tok.latent_dim) * D / 768))
+        want_c, want_stride = max(1, round(d_eff / dp**2)), p // dp
+        got_c, got_stride = got.get("latent_channels"), 2 ** (len(got.get("block_out_channels", [0])) - 1)
+        _require(got_c == want_c and got_stride == want_stride,
+                 f"tokenizer.pretrained_path={pre} has {got_c} latent channels at stride {got_stride}; this config "
+                 f"needs {want_c} at stride {want_stride} (latent_dim={tok.latent_dim}, patch_size={p}, dit_patch={dp})")
         return  # public weights are used as they are: no training, no training losses
     per = tok.perceptual
     if per.weight > 0 and not per.random_backbone:

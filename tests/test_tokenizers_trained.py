@@ -129,6 +129,14 @@ def test_sd_vae_folder_loads_as_vqgan(tmp_path, no_network):
         want = ref.decode(ref.encode(x).latent_dist.mean).sample
         got = tok.decode(tok.encode(x))
     assert torch.allclose(got, want, atol=1e-5)
+    from ldae.config import compose_config
+
+    cfg = compose_config(["experiment=ldae", "scale=smoke", "tokenizer=vqgan", f"tokenizer.pretrained_path={tmp_path / 'sd-vae'}",
+                          "tokenizer.latent_units=absolute", "tokenizer.latent_dim=8"])
+    validate(cfg)  # 2 channels x 2 x 2 = d 8 at stride 2: the folder fits
+    cfg.tokenizer.latent_dim = 16
+    with pytest.raises(ConfigError, match="has 2 latent channels at stride 2; this config needs 4 at stride 2"):
+        validate(cfg)
     with pytest.raises(ValueError, match="latent channels"):  # a folder whose geometry does not fit
         build_tokenizer(OmegaConf.create({**TINY_VQGAN, "latent_dim": 16, "pretrained_path": str(tmp_path / "sd-vae")}))
 
