@@ -124,6 +124,8 @@ def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tenso
         log.info("rank %d: tokenizer %s loaded from %s after %.0f s", rank, tokenizer.name, path, waited)
         return {"name": tokenizer.name, "key": key, "path": str(path), "cached": True, **blob["stats"]}
     stats = tokenizer.fit(batches())
+    if isinstance(tokenizer, TrainableTokenizer):
+        tokenizer.train_logger = None  # the module travels into pretraining (and DDP pickling) without it
     if path is not None:
         atomic_torch_save(path, {"state_dict": tokenizer.state_dict(), "stats": stats,
                                  "fingerprint": tokenizer.fingerprint(), "data": data_fingerprint})
