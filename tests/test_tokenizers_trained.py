@@ -67,7 +67,6 @@ def test_pca_whitening_gives_unit_variance_per_component():
     z = pca.encode(x)
     v = z.var(dim=(0, 2, 3), unbiased=False)
     assert torch.allclose(v, torch.ones(6), rtol=1e-2)
-    assert torch.allclose(pca.decode(z), PatchPCA(4, 6).decode(PatchPCA(4, 6).encode(x)) * 0 + pca.decode(z))
     default = PatchPCA(4, 6)
     default.fit([x])
     assert torch.allclose(pca.decode(z), default.decode(default.encode(x)), atol=1e-4)  # same projection
