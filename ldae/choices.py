@@ -5,8 +5,11 @@ from pathlib import Path
 
 DATASETS = ("shapes", "fashion_mnist", "cifar10", "imagefolder")
 CROPS = ("center", "random_resized")
-TOKENIZERS = ("patch_pca", "none")
-PCA_SCALINGS = ("global", "none")
+TOKENIZERS = ("vqgan", "patch_vae", "patch_ae", "patch_pca", "none")
+PCA_SCALINGS = ("global", "whiten", "none")  # whiten: each component to unit variance (off by default)
+LATENT_NORMS = ("scale", "scale_shift", "none")  # the measured latent normalisation of trained tokenizers
+POSTERIORS = ("sample", "mean")  # what a VAE's encode returns while pretraining (eval always uses the mean)
+RECON_LOSSES = ("l1", "l2")
 SCHEDULES = ("ddpm_linear", "cosine", "linear_gamma2", "sigma_linear", "single_level")
 PREDICTIONS = ("eps", "x0", "image_pca", "image")
 INPUTS = ("latent", "image")

@@ -139,6 +139,15 @@ def validate(cfg: DictConfig) -> None:
         _require(isinstance(ld, int) and 1 <= ld <= limit,
                  f"tokenizer.latent_dim={ld} is out of range; allowed: 1..{limit} "
                  + ("(the paper's units, per 768-dim patch)" if units == "paper" else f"(the patch dimension D = 3*{p}*{p})"))
+    _validate_tokenizer(tok)
+    if tok.get("latent_cache"):
+        _require(tok.name in ("vqgan", "patch_vae", "patch_ae"),
+                 f"tokenizer.latent_cache=true is for trained tokenizers; allowed: vqgan, patch_vae, patch_ae (got {tok.name})")
+        _require(cfg.target.input == "latent" and cfg.target.predict in ("eps", "x0"),
+                 f"tokenizer.latent_cache=true needs a latent-space objective; allowed: target.input=latent with "
+                 f"target.predict=eps|x0 (got input={cfg.target.input}, predict={cfg.target.predict}: they need the image)")
+        _require(d.crop == "center", f"tokenizer.latent_cache=true needs data.crop=center (got {d.crop}); the cache "
+                 f"holds both flips of center crops")
     o = cfg.optim
     _require(isinstance(o.base_lr, (int, float)) and o.base_lr > 0, f"optim.base_lr={o.base_lr} must be > 0")
     _require(o.gradient_clip is None or o.gradient_clip > 0,
@@ -222,6 +231,51 @@ def world_size_of(tcfg) -> int:
 
     use_gpu = tcfg.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return (torch.cuda.device_count() if use_gpu else 1) * nodes
+
+
+def _validate_tokenizer(tok: DictConfig) -> None:
+    """Checks of the gradient-trained tokenizers: choices, local weight paths, the conv VAE's geometry."""
+    from ldae.choices import LATENT_NORMS, PCA_SCALINGS, POSTERIORS, RECON_LOSSES
+
+    if tok.name == "patch_pca":
+        _require(tok.scaling in PCA_SCALINGS, f"unknown tokenizer.scaling '{tok.scaling}'; allowed: {', '.join(PCA_SCALINGS)}")
+    if tok.name not in ("vqgan", "patch_ae", "patch_vae"):
+        return
+    _require(tok.normalize in LATENT_NORMS, f"unknown tokenizer.normalize '{tok.normalize}'; allowed: {', '.join(LATENT_NORMS)}")
+    _require(tok.posterior in POSTERIORS, f"unknown tokenizer.posterior '{tok.posterior}'; allowed: {', '.join(POSTERIORS)}")
+    _require(tok.recon_loss in RECON_LOSSES, f"unknown tokenizer.recon_loss '{tok.recon_loss}'; allowed: {', '.join(RECON_LOSSES)}")
+    steps = tok.train_steps
+    _require(isinstance(steps, int) and steps >= 0, f"tokenizer.train_steps={steps} must be an integer >= 0")
+    if tok.name != "vqgan":
+        return
+    p, dp = tok.patch_size, tok.dit_patch
+    _require(isinstance(dp, int) and dp >= 1 and p % dp == 0 and ((p // dp) & (p // dp - 1)) == 0,
+             f"tokenizer.dit_patch={dp} does not fit tokenizer.patch_size={p}; allowed: divisors of {p} "
+             f"that leave a power-of-2 stride (stride x dit_patch = patch_size)")
+    pre = tok.pretrained_path
+    if pre:
+        _require(os.path.isfile(os.path.join(pre, "config.json")),
+                 f"tokenizer.pretrained_path={pre} holds no config.json; expected an AutoencoderKL.save_pretrained "
+                 f"folder (e.g. a local copy of stabilityai/sd-vae-ft-ema); nothing is downloaded")
+        import json
+
+        got = json.loads(Path(pre, "config.json").read_text())
+        D = 3 * p * p
+        d_eff = int(tok.latent_dim) if tok.latent_units == "absolute" else max(1, round(int(tok.latent_dim) * D / 768))
+        want_c, want_stride = max(1, round(d_eff / dp**2)), p // dp
+        got_c, got_stride = got.get("latent_channels"), 2 ** (len(got.get("block_out_channels", [0])) - 1)
+        _require(got_c == want_c and got_stride == want_stride,
+                 f"tokenizer.pretrained_path={pre} has {got_c} latent channels at stride {got_stride}; this config "
+                 f"needs {want_c} at stride {want_stride} (latent_dim={tok.latent_dim}, patch_size={p}, dit_patch={dp})")
+        return  # public weights are used as they are: no training, no training losses
+    per = tok.perceptual
+    if per.weight > 0 and not per.random_backbone:
+        _require(bool(per.backbone_path) and bool(per.linear_path),
+                 f"tokenizer.perceptual.weight={per.weight} needs tokenizer.perceptual.backbone_path and linear_path "
+                 f"(local LPIPS weights; nothing is downloaded); allowed: set both, set tokenizer.perceptual.weight=0, "
+                 f"set tokenizer.perceptual.random_backbone=true, or load public weights with tokenizer.pretrained_path")
+        for key in ("backbone_path", "linear_path"):
+            _require(os.path.isfile(per[key]), f"tokenizer.perceptual.{key}={per[key]} does not exist")
 
 
 def fail(prog: str, message: str, code: int = 2) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -22,7 +24,7 @@ from ldae.data.sampling import ConsumedBatches
 from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep
 from ldae.lit.pretrain import PretrainModule, build_backbone_for
 from ldae.lit.probe import EncoderFeatures, LinearProbe, PixelFeatures, extract_features
-from ldae.tokenizers import Tokenizer, build_tokenizer, fit_or_load
+from ldae.tokenizers import Tokenizer, TrainableTokenizer, build_tokenizer, fit_or_load
 
 log = logging.getLogger("ldae")
 
@@ -47,20 +49,59 @@ def loggers_for(cfg: DictConfig, out: Path, stage: str) -> list:
     return loggers
 
 
-def fit_tokenizer(cfg: DictConfig, train_set) -> tuple[Tokenizer, dict]:
-    """Build the tokenizer and fit it on the clean training images (or load its cached artifact)."""
+def fit_tokenizer(cfg: DictConfig, train_set, out: Path | None = None) -> tuple[Tokenizer, dict]:
+    """Build the tokenizer and fit/train it on the clean training images (or load its cached artifact)."""
     tokenizer = build_tokenizer(cfg.tokenizer)
     n = len(train_set)
     limit = cfg.tokenizer.get("fit_images")
     subset = train_set if not limit or limit >= n else Subset(train_set, range(limit))
+    workers = int(cfg.data.num_workers)
 
-    def batches():
-        loader = DataLoader(subset, batch_size=256, shuffle=False, num_workers=int(cfg.data.num_workers))
-        return (x for x, _, _ in loader)
+    if isinstance(tokenizer, TrainableTokenizer):
+        bs = min(int(cfg.tokenizer.train_batch_size), len(subset))
+
+        def batches():  # re-iterable: gradient training takes as many passes as its step budget needs
+            g = torch.Generator().manual_seed(int(cfg.tokenizer.seed))
+            return DataLoader(subset, batch_size=bs, shuffle=True, drop_last=True, generator=g, num_workers=workers)
+    else:
+        def batches():
+            loader = DataLoader(subset, batch_size=256, shuffle=False, num_workers=workers)
+            return (x for x, _, _ in loader)
 
     fp = {**data_fingerprint(cfg.data), "fit_images": limit}
-    record = fit_or_load(tokenizer, batches, fp, cfg.paths.cache_dir if cfg.tokenizer.get("cache") else None)
+    logger = CSVLogger(str(out), name="csv", version="tokenizer") if out is not None else None
+    record = fit_or_load(tokenizer, batches, fp, cfg.paths.cache_dir if cfg.tokenizer.get("cache") else None,
+                         logger=logger)
     return tokenizer, record
+
+
+@torch.no_grad()
+def evaluate_tokenizer(tokenizer: Tokenizer, val_set, out: Path | None, max_images: int = 512,
+                       grid_images: int = 16) -> dict:
+    """Reconstruction PSNR (dB, pixels in [-1, 1]) on the validation split; an image grid of originals over
+    their reconstructions at `out/tokenizer_recon.png`; `tokenizer/psnr` in the CSV metrics."""
+    was = tokenizer.training
+    tokenizer.eval()
+    n = min(len(val_set), max_images)
+    loader = DataLoader(Subset(val_set, range(n)), batch_size=128, shuffle=False)
+    se, count, first = 0.0, 0, None
+    for x, _, _ in loader:
+        r = tokenizer.decode(tokenizer.encode(x)).clamp(-1, 1)
+        se += float((r - x).pow(2).flatten(1).mean(1).sum())
+        count += x.shape[0]
+        if first is None:
+            first = (x[:grid_images], r[:grid_images])
+    tokenizer.train(was)
+    mse = max(se / max(count, 1), 1e-10)
+    psnr = 10.0 * math.log10(4.0 / mse)  # peak-to-peak range 2
+    if out is not None and first is not None:
+        from torchvision.utils import save_image
+
+        save_image(torch.cat(first) * 0.5 + 0.5, out / "tokenizer_recon.png", nrow=first[0].shape[0])
+        lg = CSVLogger(str(out), name="csv", version="tokenizer_eval")
+        lg.log_metrics({"tokenizer/psnr": psnr, "tokenizer/mse": mse})
+        lg.save()
+    return {"psnr": psnr, "mse": mse, "images": count}
 
 
 def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[PretrainModule, LDAEDataModule, dict]:
@@ -70,8 +111,22 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
     clean_train = dm.train_set if (cfg.data.crop == "center" and not cfg.data.hflip) else \
         build_dataset(cfg.data, "train", augment=False)
     t0 = time.time()
-    tokenizer, tok_record = fit_tokenizer(cfg, clean_train)
+    tokenizer, tok_record = fit_tokenizer(cfg, clean_train, out)
     tok_s = time.time() - t0
+    tok_eval = evaluate_tokenizer(tokenizer, dm.val_set, out)
+    log.info("tokenizer %s: d=%d, val PSNR %.2f dB", tokenizer.name, tokenizer.latent_dim, tok_eval["psnr"])
+    if cfg.tokenizer.get("latent_cache"):
+        from ldae.tokenizers import global_rank
+        from ldae.tokenizers.latent_cache import LatentDataset, build_latent_cache
+
+        t1 = time.time()
+        key = tok_record.get("key") or "uncached"
+        lc_dir = Path(cfg.paths.cache_dir) / "latents" / f"{tokenizer.name}-{key}"
+        device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
+        build_latent_cache(tokenizer, clean_train, lc_dir, rank=global_rank(), world=int(os.environ.get("WORLD_SIZE", 1)),
+                           device=device)
+        dm.latent_train_set = LatentDataset(lc_dir)
+        tok_record["latent_cache"] = {"path": str(lc_dir), "wall_s": time.time() - t1}
     # Re-seed: fitting a tokenizer draws random numbers and loading a cached one does not, and the
     # initial weights must not depend on which of the two happened.
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -100,6 +155,7 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
         "steps": trainer.global_step,
         "epochs": trainer.current_epoch,
         "tokenizer": tok_record,
+        "tokenizer_psnr": tok_eval["psnr"],
         "world_size": trainer.world_size,
         **{k: v for k, v in module._opt_info.items()},
         "device_batch_size": dm.device_batch,

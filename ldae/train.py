@@ -48,10 +48,18 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         "latent_dim_paper": cfg.tokenizer.latent_dim if cfg.tokenizer.latent_units == "paper" else None,
         "latent_dim": tok.latent_dim,
         "patch_dim": tok.patch_dim,
+        # Eq. 4's per-component weights need an orthonormal basis (PCA, pixels); without one the loss is
+        # unweighted pixel MSE.
+        "loss_weighting": ("per_component" if tok.basis() is not None else "unweighted_pixel_mse")
+        if cfg.target.predict == "image" else "none",
         **info,
         **probe,
         "wall_s": time.time() - t0,
     }
+    notes = tokenizer_notes(tok)
+    if notes:
+        results["notes"] = notes
+        results.update(tok.describe())
     atomic_write_json(out / "results.json", results)
     log.info("results: probe_top1=%.2f pixels=%s random=%s loss=%.4f wall=%.0fs -> %s",
              results["probe_top1"], results.get("baseline_pixels_top1"), results.get("baseline_random_top1"),
@@ -72,6 +80,13 @@ def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, str | None]:
         (out / "RESUMED_IN.txt").write_text(f"{prev}\n")
     log.info("resuming the unfinished run of this config in %s (resume=never starts afresh)", prev)
     return prev, str(prev / LAST_CKPT)
+
+
+def tokenizer_notes(tok) -> list[str]:
+    """Marks every table that shows this row must carry (e.g. a perceptual loss on a random VGG)."""
+    from ldae.tokenizers.losses import RANDOM_BACKBONE_NOTE
+
+    return [RANDOM_BACKBONE_NOTE] if tok.describe().get("perceptual_random_backbone") else []
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=None)

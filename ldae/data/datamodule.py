@@ -31,6 +31,7 @@ class LDAEDataModule(pl.LightningDataModule):
         self.device_batch, self.accumulate = split_batch(cfg.batch_size, world_size, cfg.device_batch_size)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.latent_train_set: Dataset | None = None  # set when pretraining reads a latent cache
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -47,10 +48,11 @@ class LDAEDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Resumable: the order is keyed on (seed, epoch) and the position is saved in checkpoints."""
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        sampler = EpochBatchSampler(len(self.train_set), self.device_batch, seed=self.seed, shuffle=True,
+        ds = self.latent_train_set if self.latent_train_set is not None else self.train_set
+        sampler = EpochBatchSampler(len(ds), self.device_batch, seed=self.seed, shuffle=True,
                                     drop_last=True, rank=rank, world_size=self.world_size)
         workers = int(self.cfg.num_workers)
-        return ResumableLoader(self.train_set, sampler, num_workers=workers, persistent_workers=workers > 0,
+        return ResumableLoader(ds, sampler, num_workers=workers, persistent_workers=workers > 0,
                                pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:

@@ -11,6 +11,9 @@ from ldae.diffusion import Objective
 from ldae.diffusion.schedules import schedule_from_config
 from ldae.diffusion.noise import STREAM_EPS, STREAM_T, keyed_normal, keyed_uniform_int, sample_keys
 from ldae.lit.checkpointing import rng_states, set_rng_states
+
+STREAM_FLIP = 0x5EED0003  # the latent cache's flip and posterior sample: independent of t and ε
+STREAM_POSTERIOR = 0x5EED0004
 from ldae.lit.schedules import warmup_cosine
 from ldae.models import build_backbone, lookup
 from ldae.models.dit import DiT
@@ -35,25 +38,35 @@ def build_objective(cfg) -> Objective:
     return Objective(predict=t.predict, input=t.input, lambda_t=t.lambda_t, residual_weight=t.residual_weight)
 
 
-def latent_patch(model_cfg) -> int:
-    """DiT's patch on the latent map: model.patch_size, else a "/P" model name's P, else 1."""
+def latent_patch(model_cfg, default: int | None = 1) -> int | None:
+    """DiT's patch on the latent map: model.patch_size, else a "/P" model name's P, else `default`."""
     p = model_cfg.get("patch_size")
-    return int(p) if p is not None else (lookup(model_cfg.name).patch_size or 1)
+    return int(p) if p is not None else (lookup(model_cfg.name).patch_size or default)
 
 
 def backbone_io(cfg, tokenizer: Tokenizer, objective: Objective) -> dict:
-    """Input/output geometry of the backbone: pixels (3 channels, patch p·lp) or latents (d channels, patch lp),
-    where p is the tokenizer's patch (stride) and lp the model's patch on the latent map (DiT's /2: lp = 2)."""
-    size, p, d = cfg.data.image_size, tokenizer.patch_size, tokenizer.latent_dim
-    lp = latent_patch(cfg.model)
+    """Input/output geometry of the backbone: pixels (3 channels) or the latent map (C channels).
+
+    A patch tokenizer's latent is (B, d, H/p, W/p) (latent_patch 1); the conv VAE's is (B, C, H/s, W/s) with
+    its own DiT patch (latent_patch = p / s, d = C x latent_patch²). A DiT "/P" name or model.patch_size sets
+    the patch on the latent map of a patch tokenizer (DiT-L/2 on a p-patch latent: pixel patch 2p).
+    """
+    size, p = cfg.data.image_size, tokenizer.patch_size
+    c, tlp = tokenizer.latent_channels, tokenizer.latent_patch
+    stride = p // tlp  # pixels per latent cell
+    mlp = latent_patch(cfg.model, default=None)
+    if mlp is not None and tlp != 1 and mlp != tlp:
+        raise ValueError(f"model patch {mlp} does not match the {tokenizer.name} tokenizer's DiT patch {tlp}; "
+                         f"set tokenizer.dit_patch={mlp} or drop the model's /P")
+    lp = mlp if mlp is not None else tlp
     if objective.input == "image":
-        io = {"input_size": size, "patch_size": p * lp, "in_channels": 3}
+        io = {"input_size": size, "patch_size": stride * lp, "in_channels": 3}
     else:
-        io = {"input_size": size // p, "patch_size": lp, "in_channels": d}
+        io = {"input_size": size // stride, "patch_size": lp, "in_channels": c}
     if objective.output_space == "image":
-        io.update(out_channels=3, out_patch_size=p * lp)
+        io.update(out_channels=3, out_patch_size=stride * lp)
     else:
-        io.update(out_channels=d, out_patch_size=lp)
+        io.update(out_channels=c, out_patch_size=lp)
     return io
 
 
@@ -92,9 +105,10 @@ class PretrainModule(pl.LightningModule):
 
     # --- the path of one batch ---------------------------------------------------------------------
     @torch.no_grad()
-    def corrupt(self, x: torch.Tensor, index: torch.Tensor, epoch: int):
+    def corrupt(self, x: torch.Tensor | None, index: torch.Tensor, epoch: int, z0: torch.Tensor | None = None):
         """Encode, draw t and ε keyed on (seed, epoch, index), corrupt. Returns z0, eps, t, network input."""
-        z0 = self.tokenizer.encode(x)  # (B, d, h, w)
+        if z0 is None:
+            z0 = self.tokenizer.encode(x)  # (B, d, h, w)
         keys = sample_keys(int(self.cfg.seed), epoch, index)
         t = keyed_uniform_int(keys, 1, self.schedule.num_steps + 1, STREAM_T)  # (B,) in 1..T
         eps = keyed_normal(keys, tuple(z0.shape[1:]), STREAM_EPS, dtype=z0.dtype)  # (B, d, h, w)
@@ -109,9 +123,25 @@ class PretrainModule(pl.LightningModule):
             kw = dict(var_out=var_out, z_t=self.schedule.corrupt(z0, eps, t), t=t, schedule=self.schedule)
         return self.objective(pred, x, z0, eps, self.schedule.gamma[t], self.schedule.sigma[t], self.tokenizer, **kw)
 
+    @torch.no_grad()
+    def latents_from_cache(self, mean: torch.Tensor, logvar: torch.Tensor, index: torch.Tensor, epoch: int):
+        """A cached posterior (B, 2 flips, C, h, w) -> z0: the flip (when data.hflip) and the posterior sample
+        drawn keyed on (seed, epoch, index), then the tokenizer's latent normalisation."""
+        keys = sample_keys(int(self.cfg.seed), epoch, index)
+        flip = keyed_uniform_int(keys, 0, 2, STREAM_FLIP) if self.cfg.data.hflip else torch.zeros_like(index)
+        rows = torch.arange(mean.shape[0], device=mean.device)
+        m, lv = mean[rows, flip], logvar[rows, flip]  # (B, C, h, w)
+        if self.tokenizer.posterior_mode == "sample":
+            m = m + (0.5 * lv).exp() * keyed_normal(keys, tuple(m.shape[1:]), STREAM_POSTERIOR, dtype=m.dtype)
+        return self.tokenizer.norm(m)
+
     def training_step(self, batch, batch_idx):
-        x, y, index = batch
-        z0, eps, t, inp = self.corrupt(x, index, self.current_epoch)
+        if len(batch) == 4:  # the latent cache: (mean, logvar, y, index), no image
+            mean, logvar, y, index = batch
+            x, z0 = None, self.latents_from_cache(mean, logvar, index, self.current_epoch)
+        else:
+            (x, y, index), z0 = batch, None
+        z0, eps, t, inp = self.corrupt(x, index, self.current_epoch, z0)
         pred = self.backbone(inp, t, y if self.class_cond else None)  # labels dropped to null at class_dropout
         loss, terms = self.loss(pred, x, z0, eps, t)
         if not self._all_finite(loss):

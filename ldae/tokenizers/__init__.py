@@ -12,7 +12,9 @@ import torch
 
 from ldae.tokenizers.base import PAPER_PATCH_DIM, Tokenizer, effective_latent_dim
 from ldae.tokenizers.identity import Pixels
+from ldae.tokenizers.linear import PatchAE, PatchVAE
 from ldae.tokenizers.pca import PatchPCA
+from ldae.tokenizers.trainable import TrainableTokenizer
 from ldae.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,57 @@ def build_tokenizer(cfg) -> Tokenizer:
                         scaling=cfg.scaling, num_patches=cfg.num_patches, seed=cfg.seed)
     if cfg.name == "none":
         return Pixels(patch_size=cfg.patch_size)
+    if cfg.name in ("patch_ae", "patch_vae", "vqgan"):
+        from omegaconf import OmegaConf
+
+        spec = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+        common = dict(train=_train_cfg(spec), loss=_loss_cfg(spec), normalize=spec.get("normalize", "scale"),
+                      posterior=spec.get("posterior", "sample"), norm_batches=spec.get("norm_batches", 8), spec=spec)
+        if cfg.name == "patch_ae":
+            return PatchAE(cfg.patch_size, resolve_latent_dim(cfg), **common)
+        if cfg.name == "patch_vae":
+            return PatchVAE(cfg.patch_size, resolve_latent_dim(cfg), **common)
+        from ldae.tokenizers.vqgan import ConvVAE
+
+        return ConvVAE(cfg.patch_size, resolve_latent_dim(cfg), dit_patch=spec.get("dit_patch", 2),
+                       block_channels=spec.get("block_channels", (128, 256, 512, 512)),
+                       layers_per_block=spec.get("layers_per_block", 2), norm_groups=spec.get("norm_groups", 32),
+                       mid_attention=spec.get("mid_attention", True), pretrained_path=spec.get("pretrained_path"),
+                       **common)
     raise ValueError(f"unknown tokenizer '{cfg.name}'; allowed: {', '.join(TOKENIZERS)}")
+
+
+def _train_cfg(spec: dict) -> dict:
+    keys = ("steps", "batch_size", "lr", "betas", "disc_lr", "weight_decay", "seed", "accelerator", "precision")
+    return {k: spec[f"train_{k}"] if f"train_{k}" in spec else spec.get(k) for k in keys
+            if f"train_{k}" in spec or k in spec}
+
+
+def _loss_cfg(spec: dict) -> dict:
+    return {"recon": spec.get("recon_loss", "l2"), "kl_weight": spec.get("kl_weight", 0.0),
+            "perceptual": spec.get("perceptual"), "adversarial": spec.get("adversarial")}
+
+
+def global_rank() -> int:
+    """This process's rank before any process group exists (torchrun / Lightning set RANK, SLURM SLURM_PROCID)."""
+    import os
+
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"])
+    return 0
+
+
+def _wait_for(path: Path, timeout_s: float, poll_s: float = 2.0) -> float:
+    import time
+
+    t0 = time.time()
+    while not path.exists():
+        if time.time() - t0 > timeout_s:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for rank 0's tokenizer artifact {path}")
+        time.sleep(poll_s)
+    return time.time() - t0
 
 
 def artifact_key(tokenizer: Tokenizer, data_fingerprint: dict) -> str:
@@ -45,7 +97,8 @@ def artifact_key(tokenizer: Tokenizer, data_fingerprint: dict) -> str:
 
 
 def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tensor]], data_fingerprint: dict,
-                cache_dir: str | None) -> dict:
+                cache_dir: str | None, logger=None, timeout_s: float = 7 * 24 * 3600,
+                rank: int | None = None) -> dict:
     """Fit `tokenizer` on `batches()`, or load the artifact a previous run left in `cache_dir`.
 
     Returns a small record (key, path, whether it was cached, fit statistics) for results.json.
@@ -59,7 +112,20 @@ def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tenso
         tokenizer.load_state_dict(blob["state_dict"])
         log.info("tokenizer %s loaded from cache %s", tokenizer.name, path)
         return {"name": tokenizer.name, "key": key, "path": str(path), "cached": True, **blob["stats"]}
+    if isinstance(tokenizer, TrainableTokenizer):
+        tokenizer.train_logger = logger
+    rank = global_rank() if rank is None else rank
+    if rank > 0 and path is not None:
+        # Several processes (torchrun, SLURM): rank 0 fits, the others wait for its artifact and load it,
+        # so every rank holds the same tokenizer and none trains a private copy.
+        waited = _wait_for(path, timeout_s)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        tokenizer.load_state_dict(blob["state_dict"])
+        log.info("rank %d: tokenizer %s loaded from %s after %.0f s", rank, tokenizer.name, path, waited)
+        return {"name": tokenizer.name, "key": key, "path": str(path), "cached": True, **blob["stats"]}
     stats = tokenizer.fit(batches())
+    if isinstance(tokenizer, TrainableTokenizer):
+        tokenizer.train_logger = None  # the module travels into pretraining (and DDP pickling) without it
     if path is not None:
         atomic_torch_save(path, {"state_dict": tokenizer.state_dict(), "stats": stats,
                                  "fingerprint": tokenizer.fingerprint(), "data": data_fingerprint})
@@ -67,5 +133,5 @@ def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tenso
     return {"name": tokenizer.name, "key": key, "path": str(path) if path else None, "cached": False, **stats}
 
 
-__all__ = ["Tokenizer", "PatchPCA", "Pixels", "build_tokenizer", "fit_or_load", "effective_latent_dim",
+__all__ = ["Tokenizer", "PatchPCA", "Pixels", "PatchAE", "PatchVAE", "TrainableTokenizer", "build_tokenizer", "fit_or_load", "effective_latent_dim",
            "resolve_latent_dim", "PAPER_PATCH_DIM", "TOKENIZERS"]

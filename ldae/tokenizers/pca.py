@@ -1,12 +1,14 @@
 """Patch-wise PCA tokenizer (PAPER.md 2.2): z = V x per patch, with V V^T = I_d, no gradient training.
 
-The bases come from an eigendecomposition of the covariance of randomly sampled patches, accumulated in
-float64 in one streaming pass (sum x and sum x x^T), so ImageNet-size data never has to fit in memory.
+The bases come from an eigendecomposition of the covariance of randomly sampled patches, accumulated in one
+streaming pass (sum x and sum x x^T: a float32 product per batch of shifted patches, summed in float64), so
+ImageNet-size data never has to fit in memory.
 Free choices the paper leaves open ([NF]) are named options:
   center: subtract the patch mean before projecting (default on; DESIGN.md section 2).
   scaling: "global" divides every latent by one factor so the d latents have unit average variance
       (the role of DiT's 0.18215; the noise σ ≤ √2 then means the same SNR at every scale), "none" keeps
-      raw projections. No per-component whitening by default: V is orthonormal, as in the paper.
+      raw projections, "whiten" divides each of the d components by its own standard deviation (a named
+      option, off by default). No per-component whitening by default: V is orthonormal, as in the paper.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ class PatchPCA(Tokenizer):
         self.register_buffer("components", torch.eye(D))  # (D, D): column i = i-th principal direction
         self.register_buffer("eigenvalues", torch.ones(D))  # (D,), descending
         self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("component_scale", torch.ones(D))  # (D,): per-component factor ("whiten")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Artifacts saved before the whitening option have no per-component factor: it is all ones there.
+        state_dict.setdefault(prefix + "component_scale", torch.ones_like(self.component_scale))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- fitting -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -49,22 +57,30 @@ class PatchPCA(Tokenizer):
         s2 = torch.zeros(D, D, dtype=torch.float64)
         n = 0
         gen = torch.Generator().manual_seed(self.seed)
+        shift = None
         for x in tqdm(batches, desc="fit patch_pca", leave=False):
             if n >= self.num_patches:
                 break
-            p = self.patchify(x.float().cpu()).reshape(-1, D)  # (B*N, D)
+            x = x.float().cpu()
+            if shift is None:
+                # Shift by the first batch's mean (exactly undone below) so the float32 product of each batch
+                # does not lose the covariance to cancellation; batches accumulate in float64.
+                shift = self.patchify(x).reshape(-1, D).mean(0)  # (D,)
+            p = self._shifted_patches(x, shift)  # (B*N, D), one pass: patchify and shift together
             # Keep a random subset of each batch's patches, so the sample spans the whole pass.
             keep = min(p.shape[0], self.num_patches - n)
             if keep < p.shape[0]:
                 p = p[torch.randperm(p.shape[0], generator=gen)[:keep]]
-            p = p.double()
-            s1 += p.sum(0)
-            s2 += p.T @ p
+            s1 += p.sum(0).double()  # a float32 sum per batch (a float64 one costs half the product)
+            s2 += (p.T @ p).double()  # (D, D): a float32 product per batch (half the cost of float64)
             n += p.shape[0]
         if n < 2:
             raise ValueError("patch_pca.fit got no data")
-        mean = s1 / n if self.center else torch.zeros_like(s1)
-        cov = s2 / n - torch.outer(mean, mean)  # (D, D)
+        m = s1 / n  # mean of the shifted patches
+        mean = shift.double() + m if self.center else torch.zeros_like(s1)
+        # second moment about `mean`: E[(p - s)(p - s)^T] - (mean - s)(mean - s)^T, p - s the shifted patch
+        c = m - (mean - shift.double())  # m when centring, m + s otherwise
+        cov = s2 / n - torch.outer(m, m) + torch.outer(c, c)  # (D, D)
         evals, evecs = torch.linalg.eigh(cov)  # ascending
         evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
         # Deterministic signs: the largest-magnitude entry of each direction is positive.
@@ -75,21 +91,34 @@ class PatchPCA(Tokenizer):
         self.eigenvalues.copy_(evals.float())
         top = evals[: self.latent_dim].mean().clamp_min(1e-12)
         self.scale.fill_(float(top.rsqrt()) if self.scaling == "global" else 1.0)
+        if self.scaling == "whiten":
+            self.component_scale.copy_(evals.clamp_min(1e-12 * float(evals[0].clamp_min(1e-30))).rsqrt().float())
         self.fitted.fill_(True)
         explained = float(evals[: self.latent_dim].sum() / evals.sum().clamp_min(1e-12))
         return {"num_patches": n, "explained_variance": explained, "latent_scale": float(self.scale)}
+
+    def _shifted_patches(self, x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """patchify(x) - shift as one strided subtraction into a contiguous (B*N, D) buffer."""
+        b, c, H, W = x.shape
+        ps = self.patch_size
+        view = x.reshape(b, c, H // ps, ps, W // ps, ps).permute(0, 2, 4, 3, 5, 1)  # (B, h, w, p, p, C)
+        out = torch.empty(view.shape, dtype=x.dtype)
+        torch.sub(view, shift.view(1, 1, 1, ps, ps, c), out=out)
+        return out.view(-1, self.patch_dim)
 
     # --- interface ---------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, d, H/p, W/p)."""
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
         p = self.patchify(x) - self.mean  # (B, N, D)
-        z = p @ self.components[:, : self.latent_dim] * self.scale  # (B, N, d)
+        d = self.latent_dim
+        z = p @ self.components[:, :d] * (self.scale * self.component_scale[:d])  # (B, N, d)
         return tokens_to_map(z, grid)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, d, h, w) -> (B, 3, h*p, w*p): V^T z + mean per patch."""
-        tokens = map_to_tokens(z) / self.scale  # (B, N, d)
+        d = self.latent_dim
+        tokens = map_to_tokens(z) / (self.scale * self.component_scale[:d])  # (B, N, d)
         p = tokens @ self.components[:, : self.latent_dim].T + self.mean  # (B, N, D)
         return self.unpatchify(p, (z.shape[-2], z.shape[-1]))
 

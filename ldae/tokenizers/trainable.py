@@ -1,0 +1,125 @@
+"""Tokenizers trained by gradient descent (patch AE/VAE, conv VAE): the shared fit and encode/decode logic.
+
+A subclass provides `posterior(x) -> (mean, logvar | None)` (raw latent maps), `decode_raw(z) -> image`
+and `last_layer()` (the decoder's last weight, for the adversarial term's adaptive weight).
+`encode` returns the normalised latent (`LatentNorm`, measured on data after training): a sample of the
+posterior while the module is in training mode and `posterior=sample`, its mean otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from ldae.tokenizers.base import LatentNorm, Tokenizer
+
+
+class TrainableTokenizer(Tokenizer):
+    needs_fit = True
+    variational = False
+
+    def __init__(self, patch_size: int, latent_dim: int, *, train: dict | None = None, loss: dict | None = None,
+                 normalize: str = "scale", posterior: str = "sample", norm_batches: int = 8,
+                 spec: dict | None = None, channels: int = 3):
+        super().__init__(patch_size, latent_dim, channels)
+        from ldae.choices import POSTERIORS
+
+        if posterior not in POSTERIORS:
+            raise ValueError(f"unknown tokenizer.posterior '{posterior}'; allowed: {', '.join(POSTERIORS)}")
+        self.train_cfg = dict(train or {})
+        self.loss_cfg = dict(loss or {})
+        self.posterior_mode, self.norm_batches = posterior, int(norm_batches)
+        self.spec = dict(spec or {})
+        self.normalize = normalize
+        self.train_logger = None  # set by the caller: where the training curves go (a Lightning logger)
+        self.history: list[dict] = []
+
+    def _init_norm(self) -> None:
+        """Call at the end of a subclass constructor, once latent_channels is known."""
+        self.norm = LatentNorm(self.latent_channels, self.normalize)
+
+    # --- subclass hooks ----------------------------------------------------------------------------
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def last_layer(self) -> torch.Tensor | None:
+        return None
+
+    def trainable_parameters(self):
+        return [p for n, p in self.named_parameters()]
+
+    # --- interface ---------------------------------------------------------------------------------
+    def sample_raw(self, x: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        mean, logvar = self.posterior(x)
+        if sample and logvar is not None:
+            return mean + (0.5 * logvar).exp() * torch.randn_like(mean), mean, logvar
+        return mean, mean, logvar
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        z, _, _ = self.sample_raw(x, self.training and self.posterior_mode == "sample")
+        return self.norm(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decode_raw(self.norm.inverse(z))
+
+    def reconstruct_for_training(self, x: torch.Tensor):
+        """(reconstruction, posterior mean, posterior logvar) through a posterior sample (the VAE's ELBO)."""
+        z, mean, logvar = self.sample_raw(x, True)
+        return self.decode_raw(z), mean, logvar
+
+    def make_loss(self):
+        from ldae.tokenizers.losses import AutoencoderLoss
+
+        c = self.loss_cfg
+        return AutoencoderLoss(recon=c.get("recon", "l2"), kl_weight=c.get("kl_weight", 0.0) if self.variational else 0.0,
+                               perceptual=c.get("perceptual"), adversarial=c.get("adversarial"))
+
+    def random_backbone(self) -> bool:
+        p = self.loss_cfg.get("perceptual") or {}
+        return float(p.get("weight", 0.0)) > 0 and bool(p.get("random_backbone")) and \
+            not (p.get("backbone_path") and p.get("linear_path")) and int(self.train_cfg.get("steps", 0)) > 0
+
+    def describe(self) -> dict:
+        return {"perceptual_random_backbone": True} if self.random_backbone() else {}
+
+    # --- fitting -----------------------------------------------------------------------------------
+    def prepare(self) -> dict:
+        """Before training (e.g. load public weights). Returns facts for the record."""
+        return {}
+
+    def fit(self, batches: Iterable) -> dict:
+        """Train on `batches` (a re-iterable loader of (x, ...) or x), then measure the latent normalisation."""
+        stats = self.prepare()
+        steps = int(self.train_cfg.get("steps", 0))
+        if steps > 0:
+            from ldae.lit.tokenizer import train_tokenizer
+
+            self.history = train_tokenizer(self, batches, steps, logger=self.train_logger)
+            stats.update(train_steps=len(self.history), loss_first=self.history[0]["total"],
+                         loss_last=self.history[-1]["total"], loss_terms=sorted(self.history[-1]))
+        stats.update(self.measure_norm(batches))
+        self.fitted.fill_(True)
+        return stats
+
+    @torch.no_grad()
+    def measure_norm(self, batches: Iterable) -> dict:
+        was = self.training
+        self.eval()
+        raws = []
+        for i, b in enumerate(batches):
+            if i >= self.norm_batches:
+                break
+            x = b[0] if isinstance(b, (list, tuple)) else b
+            # What encode hands the corruption while pretraining: posterior samples or means.
+            z, _, _ = self.sample_raw(x.to(self.fitted.device), self.posterior_mode == "sample")
+            raws.append(z.cpu())  # (B, C, h, w)
+        self.train(was)
+        return self.norm.measure(torch.cat(raws))
+
+    def fingerprint(self) -> dict:
+        spec = {k: v for k, v in self.spec.items() if k not in ("cache",)}
+        return {**super().fingerprint(), "spec": spec}
