@@ -6,6 +6,7 @@ from pathlib import Path
 DATASETS = ("shapes", "fashion_mnist", "cifar10", "imagefolder")
 CROPS = ("center", "random_resized")
 TOKENIZERS = ("vqgan", "patch_vae", "patch_ae", "patch_pca", "none")
+NO_DECODER: tuple[str, ...] = ()  # encoder-only tokenizers (none ship yet): image inputs/targets need a decoder
 PCA_SCALINGS = ("global", "whiten", "none")  # whiten: each component to unit variance (off by default)
 LATENT_NORMS = ("scale", "scale_shift", "none")  # the measured latent normalisation of trained tokenizers
 POSTERIORS = ("sample", "mean")  # what a VAE's encode returns while pretraining (eval always uses the mean)

@@ -170,6 +170,11 @@ def validate(cfg: DictConfig) -> None:
     me = cfg.trainer.get("max_epochs")
     _require(isinstance(me, int) and me >= 1, f"trainer.max_epochs={me} must be an integer >= 1")
     t = cfg.target
+    from ldae import choices
+
+    _require(tok.name not in choices.NO_DECODER or (t.input == "latent" and t.predict in ("eps", "x0")),
+             f"tokenizer={tok.name} has no decoder, but target.input={t.input} / target.predict={t.predict} need "
+             f"one; allowed with it: target.input=latent and target.predict=eps|x0")
     _require(t.predict in PREDICTIONS, f"unknown target.predict '{t.predict}'; allowed: {', '.join(PREDICTIONS)}")
     _require(t.input in INPUTS, f"unknown target.input '{t.input}'; allowed: {', '.join(INPUTS)}")
     _require(t.lambda_t in LAMBDAS, f"unknown target.lambda_t '{t.lambda_t}'; allowed: {', '.join(LAMBDAS)}")
