@@ -49,9 +49,16 @@ def find_unfinished(cfg: DictConfig) -> Path | None:
     except (ValueError, KeyError, OSError):
         log.warning("ignoring an unreadable resume entry %s", entry)
         return None
-    if (run_dir / LAST_CKPT).exists() and not (run_dir / "results.json").exists():
+    if latest_checkpoint(run_dir) is not None and not (run_dir / "results.json").exists():
         return run_dir
     return None
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest of checkpoints/last.ckpt and Lightning's SLURM preemption checkpoints (hpc_ckpt_N.ckpt,
+    saved on the requeue signal into the run folder), or None."""
+    found = [p for p in [run_dir / LAST_CKPT, *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
 def register(cfg: DictConfig, run_dir: Path) -> str:

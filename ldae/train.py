@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
-from ldae.resume import LAST_CKPT, find_unfinished, register
+from ldae.resume import find_unfinished, latest_checkpoint, register
 from ldae.utils.io import atomic_write_json
 
 log = logging.getLogger("ldae")
@@ -78,8 +78,9 @@ def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, str | None]:
     if prev.resolve() != out.resolve():
         out.mkdir(parents=True, exist_ok=True)
         (out / "RESUMED_IN.txt").write_text(f"{prev}\n")
-    log.info("resuming the unfinished run of this config in %s (resume=never starts afresh)", prev)
-    return prev, str(prev / LAST_CKPT)
+    ckpt = latest_checkpoint(prev)
+    log.info("resuming the unfinished run of this config in %s from %s (resume=never starts afresh)", prev, ckpt.name)
+    return prev, str(ckpt)
 
 
 def tokenizer_notes(tok) -> list[str]:

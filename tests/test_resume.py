@@ -157,3 +157,23 @@ def test_nonfinite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpo
     res = run(compose("optim.on_nonfinite=skip", "resume=never", "baselines=false"), tmp_path / "skip")
     assert res["skipped_steps"] == 1 and res["steps"] == 8  # the skipped step updates nothing (no gradients)
     assert res["pretrain_loss"] == pytest.approx(res["pretrain_loss"])  # finite, not NaN
+
+
+def test_resume_prefers_the_newest_checkpoint(tmp_path, compose):
+    import time
+
+    from ldae.resume import find_unfinished, latest_checkpoint, register
+
+    cfg = compose("paths.cache_dir=" + str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    assert latest_checkpoint(run_dir) is None
+    register(cfg, run_dir)
+    assert find_unfinished(cfg) is None  # registered, but nothing to continue from yet
+    atomic_torch_save(run_dir / "checkpoints" / "last.ckpt", {})
+    assert find_unfinished(cfg) == run_dir.resolve()
+    assert find_unfinished(compose("paths.cache_dir=" + str(tmp_path / "cache"), "seed=1")) is None  # other config
+    time.sleep(0.01)
+    atomic_torch_save(run_dir / "hpc_ckpt_1.ckpt", {})  # SLURM's preemption save comes later
+    assert latest_checkpoint(run_dir).name == "hpc_ckpt_1.ckpt"
+    atomic_write_json(run_dir / "results.json", {})
+    assert find_unfinished(cfg) is None  # finished runs start afresh
