@@ -39,7 +39,7 @@ def test_trajectory_files_chain_their_predecessor(traj):
         assert len(text.splitlines()) <= 25, f"{name}: a row states only its change"
 
 
-@pytest.mark.parametrize("scale", ["smoke", "cpu"])
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
 def test_row_12_is_experiment_ldae(compose, scale):
     from omegaconf import OmegaConf
 
@@ -147,6 +147,10 @@ def test_every_row_trains_at_smoke_in_one_process(traj, tmp_path):
     r0 = json.loads((tmp_path / NAMES[0] / "seed0" / "results.json").read_text())
     assert r0["gen_fid"] == "no FID weights" and r0["tokenizer_name"] == "vqgan" and r0["notes"]
     assert "notes" not in json.loads((tmp_path / NAMES[2] / "seed0" / "results.json").read_text())
+    # Tokenizer artifacts: rows 00/01 share one "VQGAN" (trained once), 02 and 03 each train their own.
+    tok = [json.loads((tmp_path / n / "seed0" / "results.json").read_text())["tokenizer"] for n in NAMES[:4]]
+    assert tok[1]["cached"] and tok[1]["key"] == tok[0]["key"]
+    assert len({t["key"] for t in tok}) == 3
     saved = json.loads((tmp_path / "trajectory.json").read_text())
     assert saved["meta"]["finished"] and len(saved["rows"]) == 13
     md = (tmp_path / "trajectory.md").read_text()
