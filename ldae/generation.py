@@ -30,9 +30,11 @@ def denoiser_for(module, gen_cfg) -> Denoiser:
 
 
 def latent_shape(module, n: int) -> tuple[int, ...]:
+    """(n, C, H/s, W/s): a patch tokenizer's latent is d channels per patch (s = patch); the conv VAE's is its
+    C channels at stride s = patch / dit_patch (backbone_io's geometry)."""
     tok, size = module.tokenizer, int(module.cfg.data.image_size)
-    g = size // tok.patch_size
-    return (n, tok.latent_dim, g, g)
+    g = size // (tok.patch_size // tok.latent_patch)
+    return (n, tok.latent_channels, g, g)
 
 
 @torch.no_grad()

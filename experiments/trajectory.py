@@ -1,0 +1,320 @@
+"""The whole path of PAPER.md Fig. 6 in one process: every trajectory row (or some), one or more seeds, then a
+table (trajectory.md), the numbers (trajectory.json) and a plot in the manner of Fig. 6 (trajectory.png).
+
+    python experiments/trajectory.py scale=cpu                           # 13 rows, 1 seed (~25 min, 2 cores)
+    python experiments/trajectory.py scale=smoke 'steps=[11,12]' seeds=2
+    python experiments/trajectory.py scale=cpu data=fashion_mnist 'steps=[0,5,12]'
+
+Root config: conf/trajectory.yaml (train.yaml's groups plus `steps`, `seeds` and the per-row `budget`).
+Each run is a subfolder `NN_name/seedS/` of the Hydra run folder with its own results.json;
+trajectory.json is rewritten atomically after every run, so a crash loses nothing that finished. Fitted
+tokenizers are artifacts under paths.cache_dir, so rows (and seeds) that share a tokenizer train it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python experiments/trajectory.py` from a checkout without `pip install -e`
+    sys.path.insert(0, str(ROOT))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli  # noqa: E402
+from ldae.utils.io import atomic_write_json  # noqa: E402
+
+log = logging.getLogger("ldae.trajectory")
+
+# (config name, the paper's change, short label, paper lin-probe % (Fig. 6), paper FID (Table 1) or None)
+STEPS: list[tuple[str, str, str, float, float | None]] = [
+    ("00_dit_baseline", "DiT baseline (class-conditional)", "DiT", 57.5, 11.6),
+    ("01_no_class_cond", "+ remove class-conditioning", "-cls", 62.5, 30.9),
+    ("02_no_perceptual", "+ remove VQGAN perceptual loss", "-perc", 58.4, 54.3),
+    ("03_no_adversarial", "+ remove VQGAN adversarial loss", "-adv", 59.0, 75.6),
+    ("04_noise_schedule", "+ replace noise schedule (linear γ²)", "γ² sched", 63.4, 93.2),
+    ("05_patch_vae", "conv. VAE to patch-wise VAE (d=16)", "patch VAE", 64.9, None),
+    ("06_patch_ae", "to patch-wise AE (d=16)", "patch AE", 64.7, None),
+    ("07_patch_pca", "to patch-wise PCA (d=32)", "PCA", 65.1, None),
+    ("08_predict_x0", "+ predict clean data", "x0", 62.4, None),
+    ("09_no_input_scaling", "+ remove input scaling (γ≡1)", "γ≡1", 63.6, None),
+    ("10_image_input", "+ image input with inv. PCA", "img in", 63.6, None),
+    ("11_image_output", "+ image output with inv. PCA", "img out", 63.9, None),
+    ("12_predict_image", "+ predict original image (l-DAE)", "orig img", 64.5, None),
+]
+# Keys of conf/trajectory.yaml that are not train.yaml's: never passed on to a row.
+OWN_KEYS = ("steps", "seeds", "budget")
+
+
+# ---------------------------------------------------------------------------------------------- pure logic
+
+def mean_std(xs: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for fewer than 2 values)."""
+    m = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return m, None
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def step_sign(delta: float, se: float | None) -> str:
+    """'+' / '−' where |Δ| > 2 SE, '≈' where it is not, '?' where SE cannot be estimated (one seed)."""
+    if se is None:
+        return "?"
+    if abs(delta) > 2 * se:
+        return "+" if delta > 0 else "−"
+    return "≈"
+
+
+def paper_sign(delta: float) -> str:
+    return "+" if delta > 0 else "−" if delta < 0 else "="
+
+
+def agreement(ours: str, paper: str) -> str:
+    """yes / no where our sign is resolved, '≈' where it is not, 'n/a' without a standard error."""
+    if ours == "?":
+        return "n/a (1 seed)"
+    if ours == "≈":
+        return "yes (both ≈)" if paper == "=" else "≈"
+    return "yes" if ours == paper else "no"
+
+
+def format_fid(values: list) -> str:
+    """The FID column: a number (mean over seeds) where measured, else what results.json says."""
+    if not values:
+        return "—"
+    nums = [v for v in values if isinstance(v, (int, float))]
+    if nums:
+        m, s = mean_std(nums)
+        return f"{m:.1f}" + (f" ± {s:.1f}" if s is not None else "")
+    return str(values[0])
+
+
+def summarize(runs: dict[str, list[dict]], steps: list[int]) -> list[dict]:
+    """Table rows from the per-run results (`runs[name]` = the results.json of each seed of that row).
+
+    Δ of a row is against the previous row in `steps` that has results; SE = √(s₁²/n₁ + s₀²/n₀).
+    """
+    rows, prev = [], None
+    for i in steps:
+        name, change, short, paper_top1, paper_fid = STEPS[i]
+        res = [r for r in runs.get(name, []) if isinstance(r.get("probe_top1"), (int, float))]
+        row = {"step": i, "name": name, "change": change, "short": short, "paper_top1": paper_top1,
+               "paper_fid": paper_fid, "n": len(res), "errors": [r["error"] for r in runs.get(name, []) if "error" in r]}
+        if res:
+            top1 = [float(r["probe_top1"]) for r in res]
+            m, s = mean_std(top1)
+            notes = sorted({n for r in res for n in r.get("notes", []) or []})
+            if any(r.get("class_cond") for r in res):
+                notes.insert(0, "uses class labels (gray in the paper)")
+            row.update(top1=top1, mean=m, std=s, fid=format_fid([r["gen_fid"] for r in res if "gen_fid" in r]),
+                       wall_s=sum(float(r.get("wall_s", 0)) for r in res) / len(res), flags=notes)
+            if prev is not None:
+                d = m - prev["mean"]
+                se = None if s is None or prev["std"] is None else math.sqrt(s**2 / len(top1) + prev["std"] ** 2 / prev["n"])
+                ours, theirs = step_sign(d, se), paper_sign(paper_top1 - prev["paper_top1"])
+                row.update(delta=d, se=se, sign=ours, paper_delta=paper_top1 - prev["paper_top1"], paper_sign=theirs,
+                           agrees=agreement(ours, theirs))
+            prev = row
+        rows.append(row)
+    return rows
+
+
+def render_markdown(rows: list[dict], meta: dict) -> str:
+    lines = [f"# Trajectory (PAPER.md Fig. 6) at scale={meta.get('scale')}, data={meta.get('data')}, "
+             f"seeds={meta.get('seeds')}", "",
+             "Linear-probe top-1 (%), mean ± std over seeds. Δ is against the previous row shown; a sign only where "
+             "|Δ| > 2 SE (else ≈; ? with one seed). The paper's numbers: Fig. 6 (probe), Table 1 (FID).", "",
+             "| step | change | ours top-1 | paper | Δ ours | Δ paper | sign agrees | FID (ours / paper) | wall | flags |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "mean" in r:
+            ours = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + f" (n={r['n']})"
+        else:
+            ours = "error: " + "; ".join(r["errors"])[:80] if r["errors"] else "not run"
+        if "delta" in r:
+            se = f" ± {r['se']:.2f}" if r["se"] is not None else ""
+            d_ours, d_paper, agrees = f"{r['delta']:+.2f}{se} ({r['sign']})", f"{r['paper_delta']:+.1f}", r["agrees"]
+        else:
+            d_ours = d_paper = agrees = "—"
+        fid = f"{r.get('fid', '—')} / {r['paper_fid'] if r['paper_fid'] is not None else '—'}"
+        wall = f"{r['wall_s']:.0f} s" if "wall_s" in r else "—"
+        lines.append(f"| {r['step']:02d} | {r['change']} | {ours} | {r['paper_top1']:.1f} | {d_ours} | {d_paper} | "
+                     f"{agrees} | {fid} | {wall} | {'; '.join(r.get('flags', []))} |")
+    lines += ["", f"Budget per row: `{' '.join(meta.get('budget', [])) or 'the scale’s own'}`; command line: "
+              f"`{' '.join(meta.get('overrides', []))}`. Total wall time {meta.get('wall_s', 0):.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, title: str = "") -> None:
+    """Fig. 6 in the paper's manner: our probe accuracy per step (error bars: std over seeds) and the
+    paper's on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(rows) + 2), 4.2))
+    xs = list(range(len(rows)))
+    done = [(x, r) for x, r in zip(xs, rows) if "mean" in r]
+    if done:
+        ax.errorbar([x for x, _ in done], [r["mean"] for _, r in done], yerr=[r["std"] or 0.0 for _, r in done],
+                    marker="o", color="tab:blue", capsize=3, label="ours")
+        for x, r in done:
+            ax.annotate(f"{r['mean']:.1f}", (x, r["mean"]), textcoords="offset points", xytext=(0, 7),
+                        ha="center", fontsize=7, color="tab:blue")
+    ax.set_ylabel("ours: linear probe top-1 (%)", color="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(xs, [r["paper_top1"] for r in rows], marker="s", ls="--", color="tab:gray", label="paper (Fig. 6)")
+    for x, r in zip(xs, rows):
+        ax2.annotate(f"{r['paper_top1']:.1f}", (x, r["paper_top1"]), textcoords="offset points", xytext=(0, -12),
+                     ha="center", fontsize=7, color="tab:gray")
+    ax2.set_ylabel("paper: ImageNet linear probe (%)", color="tab:gray")
+    ax.set_xticks(xs, [f"{r['step']:02d}\n{r['short']}" for r in rows], fontsize=7)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
+    ax.set_title(title or "trajectory", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+def flatten(node, prefix: str = "") -> list[str]:
+    """{'trainer': {'max_epochs': 1}, 'baselines': False} -> ['trainer.max_epochs=1', 'baselines=false']."""
+    out = []
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out += flatten(v, key + ".")
+        else:
+            out.append(f"{key}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}")
+    return out
+
+
+def budget_overrides(cfg: DictConfig) -> list[str]:
+    b = cfg.get("budget") or {}
+    node = b.get(cfg.scale_name)
+    return flatten(OmegaConf.to_container(node, resolve=True)) if node else []
+
+
+def user_overrides(task_overrides: list[str]) -> list[str]:
+    """The command line's train.yaml overrides: the trajectory's own keys and `experiment` are not passed on."""
+    keep = []
+    for ov in task_overrides:
+        key = ov.lstrip("+~").split("=", 1)[0]
+        if key.split(".")[0] in OWN_KEYS or key == "experiment" or key == "sweep" or key.startswith("hydra"):
+            if key == "experiment":
+                log.warning("ignoring %s: experiments/trajectory.py sets the experiment of every row", ov)
+            continue
+        keep.append(ov)
+    return keep
+
+
+def compose_row(overrides: list[str]) -> DictConfig:
+    """train.yaml with overrides: through the running Hydra app's compose API, or a fresh one in tests."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        from hydra import compose
+
+        return compose(config_name="train", overrides=overrides)
+    from ldae.config import compose_config
+
+    return compose_config(overrides)
+
+
+def selected_steps(cfg: DictConfig) -> list[int]:
+    steps = list(range(len(STEPS))) if cfg.steps is None else [int(s) for s in cfg.steps]
+    bad = [s for s in steps if not 0 <= s < len(STEPS)]
+    if bad:
+        raise ConfigError(f"steps={steps}: unknown rows {bad}; allowed: 0..{len(STEPS) - 1}")
+    return sorted(set(steps))
+
+
+def run_trajectory(cfg: DictConfig, out: str | Path, task_overrides: list[str]) -> dict:
+    """Run the selected rows x seeds into `out`; write trajectory.json after every run, then .md and .png."""
+    from ldae.train import run
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = selected_steps(cfg)
+    nseeds = int(cfg.seeds)
+    if nseeds < 1:
+        raise ConfigError(f"seeds={nseeds} must be an integer >= 1")
+    budget, extra = budget_overrides(cfg), user_overrides(task_overrides)
+    seeds = [int(cfg.seed) + k for k in range(nseeds)]
+    meta = {"scale": cfg.scale_name, "data": cfg.data.name, "seeds": seeds, "steps": steps, "budget": budget,
+            "overrides": extra, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": 0.0}
+    runs: dict[str, list[dict]] = {}
+    t0, total, k = time.time(), len(steps) * nseeds, 0
+
+    def save(final: bool = False) -> dict:
+        meta["wall_s"] = time.time() - t0
+        meta["finished"] = final
+        doc = {"meta": meta, "rows": summarize(runs, steps), "runs": runs}
+        atomic_write_json(out / "trajectory.json", doc)
+        return doc
+
+    for i in steps:
+        name = STEPS[i][0]
+        for seed in seeds:
+            k += 1
+            row_out = out / name / f"seed{seed}"
+            rec = {"seed": seed, "dir": str(row_out)}
+            t1 = time.time()
+            try:
+                rcfg = compose_row([f"experiment=trajectory/{name}", *budget, *extra, f"seed={seed}"])
+                res = run(rcfg, row_out)
+                rec.update({key: res[key] for key in ("probe_top1", "pretrain_loss", "wall_s", "tokenizer_psnr",
+                                                      "latent_dim", "latent_dim_paper", "steps") if key in res})
+                rec["class_cond"] = bool(rcfg.model.class_cond)
+                for key in ("gen_fid", "notes"):
+                    if key in res:
+                        rec[key] = res[key]
+                msg = f"top-1 {res['probe_top1']:.2f}%"
+            except Exception as e:  # one broken row must not cost the others: recorded, and the exit code says so
+                log.exception("row %s seed %d failed", name, seed)
+                rec.update(error=f"{type(e).__name__}: {e}".splitlines()[0], wall_s=time.time() - t1)
+                msg = f"FAILED ({rec['error']})"
+            runs.setdefault(name, []).append(rec)
+            save()
+            print(f"[trajectory {k}/{total}] {name} seed {seed}: {msg} in {time.time() - t1:.0f} s "
+                  f"(total {time.time() - t0:.0f} s) -> {row_out}", flush=True)
+
+    doc = save(final=True)
+    (out / "trajectory.md").write_text(render_markdown(doc["rows"], meta))
+    plot(doc["rows"], out / "trajectory.png",
+         title=f"l-DAE trajectory: scale={meta['scale']}, data={meta['data']}, {nseeds} seed(s)")
+    print(f"[trajectory] {out / 'trajectory.md'}, trajectory.json, trajectory.png", flush=True)
+    return doc
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="trajectory", version_base=None)
+def _hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    out = cfg.output_dir or hc.runtime.output_dir
+    try:
+        doc = run_trajectory(cfg, out, list(hc.overrides.task))
+    except ConfigError as e:
+        fail("trajectory", str(e))
+    if any("error" in r for rs in doc["runs"].values() for r in rs):
+        sys.exit(1)
+
+
+def cli() -> None:
+    precheck_cli("trajectory", sys.argv[1:], config_name="trajectory")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    cli()
