@@ -70,8 +70,8 @@ def test_dit_patch_from_name(compose):
     from ldae.lit.pretrain import backbone_io
     from ldae.diffusion.objectives import Objective
 
-    class Tok:
-        patch_size, latent_dim = 2, 4
+    class Tok:  # a patch tokenizer: latent (B, d, H/p, W/p), read with patch 1 unless the model says otherwise
+        name, patch_size, latent_dim, latent_channels, latent_patch = "patch_pca", 2, 4, 4, 1
 
     cfg = compose("model.name=micro-1-1/2")
     io = backbone_io(cfg, Tok(), Objective("eps", "latent", "one"))
