@@ -183,7 +183,11 @@ def validate(cfg: DictConfig) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     m = cfg.model
-    lp = m.get("patch_size") if m.get("patch_size") is not None else (spec.patch_size or 1)
+    explicit = m.get("patch_size") if m.get("patch_size") is not None else spec.patch_size
+    if tok.name == "vqgan" and explicit is not None:
+        _require(explicit == tok.dit_patch, f"model patch {explicit} (model.name={m.name}) does not match "
+                 f"tokenizer.dit_patch={tok.dit_patch}; allowed: {tok.dit_patch}, or set tokenizer.dit_patch={explicit}")
+    lp = 1 if tok.name == "vqgan" else (explicit or 1)  # vqgan: the grid is already counted in DiT patches
     _require(isinstance(lp, int) and lp >= 1 and (d.image_size // p) % lp == 0,
              f"model patch {lp} does not divide the {d.image_size // p}-token grid (data.image_size / tokenizer.patch_size)")
     _require(not m.class_cond or m.class_dropout > 0,

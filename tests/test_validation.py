@@ -44,6 +44,7 @@ BAD_CONFIGS = [
     (["optim.gradient_clip=-1"], "optim.gradient_clip=-1 must be null (no clipping) or > 0"),
     (["optim.base_lrr=1"], "unknown config key 'optim.base_lrr'"),
     (["target=nope"], "unknown target 'nope'; allowed:"),
+    (["tokenizer=vqgan", "model.name=micro-1-1/4"], "model patch 4 (model.name=micro-1-1/4) does not match tokenizer.dit_patch=2"),
 ]
 
 
