@@ -88,8 +88,9 @@ def test_mean_colour_not_predictive():
     n_c = np.bincount(y, minlength=10)[:, None]
     z = (class_means - m.mean(axis=0)) / (overall_std / np.sqrt(n_c))
     assert np.abs(z).max() < 4.5
-    # and in absolute terms the class means are within a few grey levels of each other
-    assert (class_means.max(axis=0) - class_means.min(axis=0)).max() < 0.06
+    # and the spread of the 10 class means is what sampling noise gives (< 5 standard errors, ~0.065)
+    se = (overall_std / np.sqrt(n_c.min())).max()
+    assert (class_means.max(axis=0) - class_means.min(axis=0)).max() < 5 * se
 
 
 def test_same_scene_across_resolutions():
