@@ -86,6 +86,14 @@ def prior_sample(schedule, shape, generator=None, device="cpu") -> torch.Tensor:
     return std * _randn(shape, generator, device)
 
 
+def _step_pairs(ts, n: int, device):
+    """(t, s, last) per sampling step: the current and the next (respaced) timestep as (n,) tensors."""
+    for i, t_ in enumerate(ts):
+        s_ = ts[i + 1] if i + 1 < len(ts) else 0
+        yield (torch.full((n,), t_, dtype=torch.long, device=device),
+               torch.full((n,), s_, dtype=torch.long, device=device), s_ == 0)
+
+
 @torch.no_grad()
 def ddpm_sample(denoiser: Denoiser, shape, steps: int | None = None, y: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, device="cpu", fixed_variance: str = "large",
@@ -95,14 +103,9 @@ def ddpm_sample(denoiser: Denoiser, shape, steps: int | None = None, y: torch.Te
         raise ValueError(f"unknown fixed_variance '{fixed_variance}'; allowed: large, small")
     sch = denoiser.schedule
     z = prior_sample(sch, shape, generator, device) if z is None else z
-    ts = timesteps(sch.num_steps, steps)
-    n = shape[0]
-    for i, t_ in enumerate(ts):
-        s_ = ts[i + 1] if i + 1 < len(ts) else 0
-        t = torch.full((n,), t_, dtype=torch.long, device=device)
-        s = torch.full((n,), s_, dtype=torch.long, device=device)
+    for t, s, last in _step_pairs(timesteps(sch.num_steps, steps), shape[0], device):
         x0, _, v = denoiser(z, t, y)
-        if s_ == 0:
+        if last:
             return x0
         mean = sch.posterior_mean(z, x0, t, s)
         if v is not None:
@@ -121,14 +124,9 @@ def ddim_sample(denoiser: Denoiser, shape, steps: int = 50, eta: float = 0.0, y:
     """DDIM -> x̂0 latents (B, C, h, w). eta = 0: deterministic given z_T."""
     sch = denoiser.schedule
     z = prior_sample(sch, shape, generator, device) if z is None else z
-    ts = timesteps(sch.num_steps, steps)
-    n = shape[0]
-    for i, t_ in enumerate(ts):
-        s_ = ts[i + 1] if i + 1 < len(ts) else 0
-        t = torch.full((n,), t_, dtype=torch.long, device=device)
-        s = torch.full((n,), s_, dtype=torch.long, device=device)
+    for t, s, last in _step_pairs(timesteps(sch.num_steps, steps), shape[0], device):
         x0, eps, _ = denoiser(z, t, y)
-        if s_ == 0:
+        if last:
             return x0
         c = eta * sch.posterior_variance(t, s).sqrt()  # (B,)
         direction = (sch.sigma[s] ** 2 - c**2).clamp_min(0).sqrt()

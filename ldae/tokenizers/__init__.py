@@ -15,7 +15,7 @@ from ldae.tokenizers.identity import Pixels
 from ldae.tokenizers.linear import PatchAE, PatchVAE
 from ldae.tokenizers.pca import PatchPCA
 from ldae.tokenizers.trainable import TrainableTokenizer
-from ldae.utils.io import atomic_torch_save
+from ldae.utils.io import atomic_torch_save, wait_for_file
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,7 @@ def global_rank() -> int:
 
 
 def _wait_for(path: Path, timeout_s: float, poll_s: float = 2.0) -> float:
-    import time
-
-    t0 = time.time()
-    while not path.exists():
-        if time.time() - t0 > timeout_s:
-            raise TimeoutError(f"waited {timeout_s:.0f} s for rank 0's tokenizer artifact {path}")
-        time.sleep(poll_s)
-    return time.time() - t0
+    return wait_for_file(path, timeout_s, poll_s, what=f"rank 0's tokenizer artifact {path}")
 
 
 def artifact_key(tokenizer: Tokenizer, data_fingerprint: dict) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ldae.utils.io import atomic_torch_save, atomic_write_json
+from ldae.utils.io import atomic_torch_save, atomic_write_json, wait_for_file
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,7 @@ def build_latent_cache(tokenizer, dataset, out_dir: str | Path, rank: int = 0, w
 
 
 def _wait(path: Path, timeout_s: float, poll_s: float = 1.0) -> None:
-    t0 = time.time()
-    while not path.exists():
-        if time.time() - t0 > timeout_s:
-            raise TimeoutError(f"waited {timeout_s:.0f} s for {path} (written by another rank)")
-        time.sleep(poll_s)
+    wait_for_file(path, timeout_s, poll_s, what=f"{path} (written by another rank)")
 
 
 class LatentDataset(Dataset):

@@ -34,3 +34,15 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     import torch
 
     return _atomic(path, lambda f: torch.save(obj, f))
+
+
+def wait_for_file(path: str | os.PathLike, timeout_s: float, poll_s: float = 1.0, what: str = "") -> float:
+    """Block until `path` exists (another rank writes it); returns the seconds waited, TimeoutError after timeout_s."""
+    import time
+
+    path, t0 = Path(path), time.time()
+    while not path.exists():
+        if time.time() - t0 > timeout_s:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {what or path}")
+        time.sleep(poll_s)
+    return time.time() - t0
