@@ -2,13 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
 REQUIRED = ("experiment", "scale", "seed", "probe_top1", "pretrain_loss", "wall_s")
 
@@ -62,10 +60,7 @@ def test_probe_cli_logic_rebuilds_from_checkpoint(smoke_run, tmp_path):
 
 
 def _cli(*args, timeout=120):
-    exe = Path(sys.executable).with_name("ldae-train")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ldae.train"]
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    return run_cli("ldae-train", *args, timeout=timeout)
 
 
 def test_cli_smoke_run_under_a_minute(tmp_path):
@@ -97,10 +92,8 @@ def test_cli_bad_input_is_one_clear_line(args, first_line):
 
 
 def test_probe_cli_bad_input():
-    exe = Path(sys.executable).with_name("ldae-probe")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ldae.probe"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    p = run_cli("ldae-probe", timeout=60, env=dict(os.environ))
     assert p.returncode == 2 and p.stderr.startswith("ldae-probe: error: missing required value 'ckpt_path'")
-    p = subprocess.run(cmd + ["ckpt_path=/nonexistent.ckpt"], capture_output=True, text=True, timeout=120)
+    p = run_cli("ldae-probe", "ckpt_path=/nonexistent.ckpt", env=dict(os.environ))
     assert p.returncode == 2 and "ckpt_path=/nonexistent.ckpt does not exist" in p.stderr
     assert "Traceback" not in p.stderr

@@ -3,12 +3,10 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
 from ldae.data.sampling import EpochBatchSampler
 from ldae.lit.checkpointing import AtomicCheckpointIO, clean_key, rng_states, set_rng_states
@@ -91,11 +89,9 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
 
 
 def _train_cli(args, cwd, env_extra=None, timeout=240):
-    exe = Path(sys.executable).with_name("ldae-train")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ldae.train"]
     env = {k: v for k, v in os.environ.items() if k != "LDAE_KILL_AT_STEP"}
     env.update(HYDRA_FULL_ERROR="0", LDAE_CACHE=str(cwd / "cache"), **(env_extra or {}))
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    return run_cli("ldae-train", *args, timeout=timeout, cwd=cwd, env=env)
 
 
 def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(tmp_path):

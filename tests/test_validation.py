@@ -1,21 +1,12 @@
 """Bad configs and bad data: one clear line, a non-zero exit, no traceback, before any work starts."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
 from ldae.config import ConfigError
-
-
-def _cli(*args):
-    exe = Path(sys.executable).with_name("ldae-train")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ldae.train"]
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HYDRA_FULL_ERROR": "0"})
 
 
 # (command line, the start of the first stderr line after "ldae-train: error: ")
@@ -50,7 +41,7 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize("args, message", BAD_CONFIGS, ids=[" ".join(a) for a, _ in BAD_CONFIGS])
 def test_bad_config_is_one_line_and_a_nonzero_exit(args, message):
-    p = _cli("experiment=ldae", "scale=smoke", *args)
+    p = run_cli("ldae-train", "experiment=ldae", "scale=smoke", *args)
     assert p.returncode != 0
     first = p.stderr.splitlines()[0] if p.stderr else ""
     assert first.startswith("ldae-train: error: " + message), p.stderr[-1500:]
