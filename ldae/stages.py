@@ -38,6 +38,11 @@ for pattern in (".*does not have many workers.*", ".*GPU available but not used.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 
 
+def stage_device(cfg: DictConfig) -> str:
+    """Where the work outside Lightning's loops runs (latent cache, probe features): the GPU the trainer asks for."""
+    return "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
+
+
 def loggers_for(cfg: DictConfig, out: Path, stage: str) -> list:
     loggers = [CSVLogger(str(out), name="csv", version=stage)]
     if cfg.logger.wandb:
@@ -122,9 +127,8 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
         t1 = time.time()
         key = tok_record.get("key") or "uncached"
         lc_dir = Path(cfg.paths.cache_dir) / "latents" / f"{tokenizer.name}-{key}"
-        device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
         build_latent_cache(tokenizer, clean_train, lc_dir, rank=global_rank(), world=int(os.environ.get("WORLD_SIZE", 1)),
-                           device=device)
+                           device=stage_device(cfg))
         dm.latent_train_set = LatentDataset(lc_dir)
         tok_record["latent_cache"] = {"path": str(lc_dir), "wall_s": time.time() - t1}
     # Re-seed: fitting a tokenizer draws random numbers and loading a cached one does not, and the
@@ -199,7 +203,7 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
     # (so a resumed run probes exactly as an uninterrupted one).
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accel = "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
-    device = "cuda" if accel in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+    device = stage_device(cfg)
     fbs = int(pr.feature_batch_size)
     workers = int(cfg.data.num_workers)
     if pr.cache_features:

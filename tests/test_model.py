@@ -3,7 +3,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ldae.models import build_backbone, lookup
-from ldae.models.dit import DiT, DiTBlock, TimestepEmbedder
+from ldae.models.dit import DiT, TimestepEmbedder
 
 
 def _dit(**kw):

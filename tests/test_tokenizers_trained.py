@@ -1,6 +1,5 @@
 """Trained tokenizers (patch AE/VAE, conv VAE), PCA subspace accuracy, artifacts and config errors."""
 
-import math
 import socket
 
 import pytest

@@ -38,12 +38,9 @@ class LDAEDataModule(pl.LightningDataModule):
             self.train_set = build_dataset(self.cfg, "train")
             self.val_set = build_dataset(self.cfg, "val", augment=False)
 
-    def _loader(self, ds: Dataset, shuffle: bool, drop_last: bool, batch_size: int | None = None) -> DataLoader:
-        g = torch.Generator().manual_seed(int(self.cfg.seed))
+    def _worker_kwargs(self) -> dict:
         workers = int(self.cfg.num_workers)
-        return DataLoader(ds, batch_size=batch_size or self.device_batch, shuffle=shuffle, drop_last=drop_last,
-                          num_workers=workers, persistent_workers=workers > 0, generator=g,
-                          pin_memory=torch.cuda.is_available())
+        return dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         """Resumable: the order is keyed on (seed, epoch) and the position is saved in checkpoints."""
@@ -51,12 +48,10 @@ class LDAEDataModule(pl.LightningDataModule):
         ds = self.latent_train_set if self.latent_train_set is not None else self.train_set
         sampler = EpochBatchSampler(len(ds), self.device_batch, seed=self.seed, shuffle=True,
                                     drop_last=True, rank=rank, world_size=self.world_size)
-        workers = int(self.cfg.num_workers)
-        return ResumableLoader(ds, sampler, num_workers=workers, persistent_workers=workers > 0,
-                               pin_memory=torch.cuda.is_available())
+        return ResumableLoader(ds, sampler, **self._worker_kwargs())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False, drop_last=False)
+        return DataLoader(self.val_set, batch_size=self.device_batch, shuffle=False, **self._worker_kwargs())
 
 
 class BadImageReport(Callback):

@@ -40,7 +40,7 @@ class EpochBatchSampler(Sampler[list[int]]):
     def _per_rank(self) -> int:
         return self.n // self.world if self.drop_last else -(-self.n // self.world)
 
-    def __len__(self) -> int:
+    def __len__(self) -> int:  # the full epoch, also when resuming mid-way (Lightning counts from its progress)
         m = self._per_rank()
         return m // self.batch if self.drop_last else -(-m // self.batch)
 
@@ -68,9 +68,6 @@ class ResumableLoader(DataLoader):
     def __init__(self, dataset, sampler: EpochBatchSampler, **kwargs):
         super().__init__(dataset, batch_sampler=sampler, **kwargs)
         self.consumed = 0  # batches of the current epoch whose training step finished
-
-    def __len__(self) -> int:  # the full epoch, also when resuming mid-way (Lightning counts from its progress)
-        return len(self.batch_sampler)
 
     def state_dict(self) -> dict:
         return {"epoch": self.batch_sampler.epoch, "consumed": self.consumed}

@@ -13,7 +13,7 @@ import torch
 from timm.layers import trunc_normal_
 from timm.optim import Lars
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ldae.diffusion.noise import STREAM_EPS, keyed_normal, sample_keys

@@ -50,7 +50,7 @@ class TrainableTokenizer(Tokenizer):
         return None
 
     def trainable_parameters(self):
-        return [p for n, p in self.named_parameters()]
+        return list(self.parameters())
 
     # --- interface ---------------------------------------------------------------------------------
     def sample_raw(self, x: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
