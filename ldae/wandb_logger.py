@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from pathlib import Path
 
 log = logging.getLogger("ldae")
@@ -41,7 +42,7 @@ def make_wandb_logger(cfg, out: Path, stage: str):
         if id_file.exists():
             run_id = id_file.read_text().strip()
         else:
-            run_id = wandb.util.generate_id()
+            run_id = uuid.uuid4().hex[:12]  # wandb ids: lower-case letters and digits
             id_file.parent.mkdir(parents=True, exist_ok=True)
             id_file.write_text(run_id + "\n")
         logger = WandbLogger(project=w.project, entity=w.entity, group=w.group or cfg.name, name=f"{cfg.name}-{stage}",
