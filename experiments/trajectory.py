@@ -27,26 +27,11 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli  # noqa: E402
+from ldae.paper import STEPS  # noqa: E402 - (config name, change, short label, paper top-1, paper FID)
 from ldae.utils.io import atomic_write_json  # noqa: E402
 
 log = logging.getLogger("ldae.trajectory")
 
-# (config name, the paper's change, short label, paper lin-probe % (Fig. 6), paper FID (Table 1) or None)
-STEPS: list[tuple[str, str, str, float, float | None]] = [
-    ("00_dit_baseline", "DiT baseline (class-conditional)", "DiT", 57.5, 11.6),
-    ("01_no_class_cond", "+ remove class-conditioning", "-cls", 62.5, 30.9),
-    ("02_no_perceptual", "+ remove VQGAN perceptual loss", "-perc", 58.4, 54.3),
-    ("03_no_adversarial", "+ remove VQGAN adversarial loss", "-adv", 59.0, 75.6),
-    ("04_noise_schedule", "+ replace noise schedule (linear γ²)", "γ² sched", 63.4, 93.2),
-    ("05_patch_vae", "conv. VAE to patch-wise VAE (d=16)", "patch VAE", 64.9, None),
-    ("06_patch_ae", "to patch-wise AE (d=16)", "patch AE", 64.7, None),
-    ("07_patch_pca", "to patch-wise PCA (d=32)", "PCA", 65.1, None),
-    ("08_predict_x0", "+ predict clean data", "x0", 62.4, None),
-    ("09_no_input_scaling", "+ remove input scaling (γ≡1)", "γ≡1", 63.6, None),
-    ("10_image_input", "+ image input with inv. PCA", "img in", 63.6, None),
-    ("11_image_output", "+ image output with inv. PCA", "img out", 63.9, None),
-    ("12_predict_image", "+ predict original image (l-DAE)", "orig img", 64.5, None),
-]
 # Keys of conf/trajectory.yaml that are not train.yaml's: never passed on to a row.
 OWN_KEYS = ("steps", "seeds", "budget")
 

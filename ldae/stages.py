@@ -120,6 +120,7 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
     tok_s = time.time() - t0
     tok_eval = evaluate_tokenizer(tokenizer, dm.val_set, out)
     log.info("tokenizer %s: d=%d, val PSNR %.2f dB", tokenizer.name, tokenizer.latent_dim, tok_eval["psnr"])
+    publish_tokenizer(cfg, out, tokenizer, dm.val_set, tok_eval)
     if cfg.tokenizer.get("latent_cache"):
         from ldae.tokenizers import global_rank
         from ldae.tokenizers.latent_cache import LatentDataset, build_latent_cache
@@ -145,6 +146,11 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
     callbacks = [ConsumedBatches(), BadImageReport(), *ckpts, LearningRateMonitor("step")]
     if (kill := KillAtStep.from_env()) is not None:
         callbacks.append(kill)
+    if cfg.pictures.enabled:
+        from ldae.pictures import DenoisingPanels, panel_images
+
+        callbacks.append(DenoisingPanels(*panel_images(dm.val_set, int(cfg.pictures.num_images)), out / "pictures",
+                                         cfg.pictures.every_n_steps, seed=int(cfg.seed)))
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), default_root_dir=str(out),
                          accumulate_grad_batches=dm.accumulate, logger=loggers_for(cfg, out, "pretrain"),
                          callbacks=callbacks, gradient_clip_val=cfg.optim.gradient_clip, num_sanity_val_steps=0,
@@ -170,7 +176,31 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
         from ldae.generation import generation_stage
 
         info.update(generation_stage(cfg, module, clean_train, out, trainer.loggers, trainer.global_step))
+    if trainer.is_global_zero:
+        from ldae.wandb_logger import set_summary
+
+        set_summary(trainer.loggers, {"pretrain/loss": info["pretrain_loss"], "tokenizer/psnr": info["tokenizer_psnr"],
+                                      "gen/fid": info.get("gen_fid")})
     return module, dm, info
+
+
+def publish_tokenizer(cfg: DictConfig, out: Path, tokenizer: Tokenizer, val_set, tok_eval: dict) -> None:
+    """The tokenizer stage's pictures (reconstructions, PCA bases, latent noise) as PNGs, and with
+    logger=wandb a `tokenizer` run holding them and `tokenizer/psnr`. Rank zero only."""
+    from ldae.tokenizers import global_rank
+
+    if global_rank() != 0:
+        return
+    from ldae.pictures import tokenizer_pictures
+
+    pics = tokenizer_pictures(cfg, tokenizer, val_set, out)
+    if cfg.logger.wandb:
+        from ldae.wandb_logger import log_pictures, make_wandb_logger, set_summary
+
+        wl = make_wandb_logger(cfg, out, "tokenizer")
+        if wl is not None:
+            set_summary([wl], {"tokenizer/psnr": tok_eval["psnr"], "tokenizer/mse": tok_eval["mse"]})
+            log_pictures([wl], {k: str(v) for k, v in pics.items()})
 
 
 def _metric(trainer: pl.Trainer, name: str) -> float | None:
@@ -233,6 +263,15 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
                          check_val_every_n_epoch=max(1, pr.epochs // 10), log_every_n_steps=10)
     trainer.fit(probe, train_loader, val_loader)
     curve = probe.history
+    if trainer.is_global_zero:
+        from ldae.wandb_logger import log_pictures, set_summary
+
+        set_summary(trainer.loggers, {"probe/top1": curve[-1]["top1"]})
+        if cfg.get("pictures") is not None and cfg.pictures.enabled:  # (a checkpoint's config may predate it)
+            from ldae.pictures import probe_curve
+
+            png = probe_curve(curve, out / "pictures" / f"probe_{tag}.png", title=f"{cfg.name}: probe ({tag})")
+            log_pictures(trainer.loggers, {"pictures/probe_curve": png})
     return {"top1": curve[-1]["top1"], "curve": curve, "lr": probe.lr, "batch_size": batch * accum}
 
 

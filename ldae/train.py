@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
 from ldae.resume import find_unfinished, latest_checkpoint, register
+from ldae.run_identity import identity
 from ldae.utils.io import atomic_write_json
 
 log = logging.getLogger("ldae")
@@ -39,6 +40,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     tok = module.tokenizer
     results = {
         "experiment": cfg.name,
+        **identity(cfg),  # family, group, point, swept, tags: how experiments/report.py compares runs
         "scale": cfg.scale_name,
         "seed": int(cfg.seed),
         "config_fingerprint": run_id,
@@ -61,6 +63,10 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         results["notes"] = notes
         results.update(tok.describe())
     atomic_write_json(out / "results.json", results)
+    if cfg.logger.wandb:  # the last stage's wandb run ends with its run, not with the next job of a multirun
+        from ldae.wandb_logger import finish
+
+        finish()
     log.info("results: probe_top1=%.2f pixels=%s random=%s loss=%.4f wall=%.0fs -> %s",
              results["probe_top1"], results.get("baseline_pixels_top1"), results.get("baseline_random_top1"),
              results["pretrain_loss"], results["wall_s"], out / "results.json")

@@ -1,5 +1,12 @@
 """wandb beside the CSV logger: files inside the run folder, offline without credentials, never a prompt,
-and a wandb failure never stops training (the run goes on with CSV only)."""
+and a wandb failure never stops training (the run goes on with CSV only).
+
+One wandb run per stage of a run folder, organised for comparing ablations (ldae/run_identity.py):
+project = logger.project, group = the experiment family, name = the trajectory row or sweep point,
+job_type = the stage (tokenizer, pretrain, probe_encoder, ...), tags = the overrides that make this point,
+config = the resolved config flat (dotted keys), summary = the fixed names of DESIGN.md section 3
+(`pretrain/loss`, `tokenizer/psnr`, `gen/fid`, `probe/top1`), set explicitly at the end of each stage.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,11 @@ import os
 import uuid
 from pathlib import Path
 
+from pytorch_lightning.loggers import WandbLogger
+
 log = logging.getLogger("ldae")
+
+SUMMARY_NAMES = ("probe/top1", "pretrain/loss", "tokenizer/psnr", "gen/fid")
 
 
 def has_credentials() -> bool:
@@ -24,18 +35,68 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
+def flat_config(node, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}: wandb's run table filters and groups by these columns."""
+    out = {}
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_config(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _warn(what: str, e: Exception) -> None:
+    log.warning("wandb: %s failed (%s: %s); the run goes on", what, type(e).__name__, e)
+
+
+class SafeWandbLogger(WandbLogger):
+    """Lightning's WandbLogger whose logging calls warn instead of raising: wandb never stops training."""
+
+    def log_metrics(self, *args, **kwargs):
+        try:
+            super().log_metrics(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            _warn("log_metrics", e)
+
+    def log_hyperparams(self, *args, **kwargs):
+        try:
+            super().log_hyperparams(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            _warn("log_hyperparams", e)
+
+    def log_image(self, *args, **kwargs):
+        try:
+            super().log_image(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            _warn("log_image", e)
+
+    def after_save_checkpoint(self, *args, **kwargs):
+        try:
+            super().after_save_checkpoint(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            _warn("after_save_checkpoint", e)
+
+    def finalize(self, *args, **kwargs):
+        try:
+            super().finalize(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            _warn("finalize", e)
+
+
 def make_wandb_logger(cfg, out: Path, stage: str):
     """A Lightning WandbLogger for one stage of a run (job_type = the stage), or None if wandb fails."""
     w = cfg.logger
     try:
         from omegaconf import OmegaConf
-        from pytorch_lightning.loggers import WandbLogger
 
         import wandb
 
+        from ldae.run_identity import identity
+
         os.environ.setdefault("WANDB_SILENT", "true")
-        if wandb.run is not None:  # one wandb run per stage: close the previous stage's
-            wandb.finish()
+        finish()  # one wandb run per stage: close the previous stage's
         mode = resolve_mode(w.mode)
         # The run id lives in the run folder: a resumed run continues the same wandb run.
         id_file = out / "wandb" / f"{stage}.id"
@@ -45,12 +106,53 @@ def make_wandb_logger(cfg, out: Path, stage: str):
             run_id = uuid.uuid4().hex[:12]  # wandb ids: lower-case letters and digits
             id_file.parent.mkdir(parents=True, exist_ok=True)
             id_file.write_text(run_id + "\n")
-        logger = WandbLogger(project=w.project, entity=w.entity, group=w.group or cfg.name, name=f"{cfg.name}-{stage}",
-                             job_type=stage, tags=list(w.tags), save_dir=str(out), mode=mode, id=run_id,
-                             resume="allow",
-                             config=OmegaConf.to_container(cfg, resolve=True), settings=wandb.Settings(silent=True))
+        ident = identity(cfg)
+        config = flat_config(OmegaConf.to_container(cfg, resolve=True))
+        # What joins the stage runs of one run folder (experiments/report.py merges them), and where it is.
+        config.update({"run.dir": str(Path(out).resolve()), "run.stage": stage, "run.family": ident["family"],
+                       "run.point": ident["point"], **{f"run.swept.{k}": v for k, v in ident["swept"].items()}})
+        logger = SafeWandbLogger(project=w.project, entity=w.entity, group=ident["group"], name=ident["point"],
+                                 job_type=stage, tags=list(dict.fromkeys([*ident["tags"], *w.tags])),
+                                 save_dir=str(out), mode=mode, id=run_id, resume="allow", config=config,
+                                 settings=wandb.Settings(silent=True))
         _ = logger.experiment  # start now, so a failure is caught here and not mid-training
         return logger
     except Exception as e:  # noqa: BLE001 - wandb must never stop a run
         log.warning("wandb disabled for this run (%s: %s); CSV logs continue", type(e).__name__, e)
         return None
+
+
+def wandb_loggers(loggers) -> list:
+    return [lg for lg in loggers or () if isinstance(lg, WandbLogger)]
+
+
+def set_summary(loggers, metrics: dict) -> None:
+    """run.summary[name] = value for the numeric entries of `metrics`, on every wandb logger in `loggers`
+    (the final value of a stage, not the last logged step)."""
+    values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for lg in wandb_loggers(loggers):
+        try:
+            lg.experiment.summary.update(values)
+        except Exception as e:  # noqa: BLE001
+            _warn("summary", e)
+
+
+def log_pictures(loggers, pictures: dict, step: int | None = None) -> None:
+    """Log {key: PNG path} as wandb images on every wandb logger in `loggers`."""
+    if not pictures:
+        return
+    for lg in wandb_loggers(loggers):
+        for key, path in pictures.items():
+            kw = {"step": step} if step is not None else {}
+            lg.log_image(key=key, images=[str(path)], caption=[Path(path).name], **kw)
+
+
+def finish() -> None:
+    """Close the current wandb run (if any): the next stage or the next job of a multirun opens its own."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except Exception as e:  # noqa: BLE001
+        _warn("finish", e)

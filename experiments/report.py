@@ -1,0 +1,299 @@
+"""Compare runs side by side: a table (report.md, report.csv) and a plot (report.png), from local run folders or
+from a wandb project. Seeds of one point are aggregated as mean ± std; trajectory rows come in the paper's order.
+
+    python experiments/report.py multirun/2026-11-27_10-00-00            # a sweep folder (every results.json below)
+    python experiments/report.py outputs/ldae outputs/trajectory --group trajectory --out /tmp/cmp
+    python experiments/report.py --wandb ENTITY/PROJECT --group sweep/table2 --tag scale=cpu
+
+Local runs: each results.json (with its family, point, swept keys and tags from ldae/run_identity.py) and the
+pretraining loss curve from csv/pretrain/metrics.csv beside it. wandb: the stage runs of one run folder
+(config `run.dir`) are merged into one record: summary `pretrain/loss`, `tokenizer/psnr`, `gen/fid` from the
+pretrain (and tokenizer) run, `probe/top1` from the probe_encoder run. Both paths feed the same table code.
+Output: next to the (first) input folder, or --out; for --wandb, ./report-ENTITY-PROJECT unless --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python experiments/report.py` from a checkout without `pip install -e`
+    sys.path.insert(0, str(ROOT))
+
+from ldae.paper import STEP_INDEX, STEPS, paper_top1  # noqa: E402
+
+METRICS = ("probe_top1", "pretrain_loss", "tokenizer_psnr", "gen_fid", "wall_s")
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+def record_from_results(res: dict, curve: list[tuple[int, float]] | None = None, source: str = "") -> dict:
+    """One run (one seed of one point) in the form the table reads; old results.json without an identity
+    fall back to the experiment name."""
+    name = res.get("experiment", "?")
+    return {"group": res.get("group") or res.get("family") or name, "family": res.get("family") or name,
+            "point": res.get("point") or name, "experiment": name, "seed": res.get("seed"),
+            "swept": {k: v for k, v in (res.get("swept") or {}).items() if k != "seed"},
+            "tags": list(res.get("tags") or []), "tokenizer_name": res.get("tokenizer_name"),
+            "latent_dim_paper": res.get("latent_dim_paper"), "curve": curve or [], "source": source,
+            **{k: res.get(k) for k in METRICS}}
+
+
+def loss_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, pretrain/loss) rows of the run's CSV metrics (empty when there are none)."""
+    path = run_dir / "csv" / "pretrain" / "metrics.csv"
+    if not path.exists():
+        return []
+    out = []
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            if row.get("pretrain/loss"):
+                out.append((int(float(row["step"])), float(row["pretrain/loss"])))
+    return out
+
+
+def local_records(folders: list[str | Path]) -> list[dict]:
+    recs = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("results.json")):
+            try:
+                res = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                print(f"report: skipping {path} ({e})", file=sys.stderr)
+                continue
+            if "probe_top1" in res:
+                recs.append(record_from_results(res, loss_curve(path.parent), str(path.parent)))
+    return recs
+
+
+def wandb_records(project: str, api=None) -> list[dict]:
+    """Records from a wandb project through the public API (`api` is wandb.Api() unless given, e.g. a fake).
+    Stage runs sharing config `run.dir` are one run."""
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    merged: dict[str, dict] = {}
+    for run in api.runs(project):
+        cfg, summ = dict(run.config), dict(run.summary)
+        key = cfg.get("run.dir") or run.id
+        res = merged.setdefault(key, {"experiment": cfg.get("name", run.name), "family": cfg.get("run.family"),
+                                      "group": run.group, "point": cfg.get("run.point", run.name),
+                                      "seed": cfg.get("seed"), "tags": list(run.tags or []),
+                                      "swept": {k[len("run.swept."):]: v for k, v in cfg.items()
+                                                if k.startswith("run.swept.")},
+                                      "tokenizer_name": cfg.get("tokenizer.name"),
+                                      "latent_dim_paper": cfg.get("tokenizer.latent_dim")
+                                      if cfg.get("tokenizer.latent_units", "paper") == "paper" else None,
+                                      "wall_s": 0.0})
+        res["wall_s"] += float(summ.get("_runtime") or 0.0)
+        stage = run.job_type or cfg.get("run.stage")
+        if stage == "pretrain":
+            res.update(pretrain_loss=summ.get("pretrain/loss"), gen_fid=summ.get("gen/fid"))
+        if stage in ("pretrain", "tokenizer") and summ.get("tokenizer/psnr") is not None:
+            res["tokenizer_psnr"] = summ["tokenizer/psnr"]
+        if stage == "probe_encoder":
+            res["probe_top1"] = summ.get("probe/top1")
+    return [record_from_results(r, source=k) for k, r in merged.items() if r.get("probe_top1") is not None]
+
+
+def select(records: list[dict], group: str | None = None, tag: list[str] | None = None) -> list[dict]:
+    """Records of `group` (exact) that carry every tag in `tag`."""
+    return [r for r in records if (group is None or r["group"] == group)
+            and all(t in r["tags"] for t in (tag or []))]
+
+
+# ---------------------------------------------------------------------------------------------- the table
+
+def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None for fewer than 2 values); (None, None) without values."""
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None
+
+
+def _num(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _sort_value(v):
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
+
+
+def aggregate(records: list[dict]) -> list[dict]:
+    """One row per (group, point): n seeds, mean ± std of each metric, the swept values, the paper's number.
+    Order: groups by name; trajectory rows by row number (the paper's order), others by swept values."""
+    points: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        points.setdefault((r["group"], r["point"]), []).append(r)
+    rows = []
+    for (group, point), rs in points.items():
+        first = rs[0]
+        row = {"group": group, "point": point, "experiment": first["experiment"], "n": len(rs),
+               "seeds": sorted(r["seed"] for r in rs if r["seed"] is not None), "swept": dict(first["swept"]),
+               "curves": [r["curve"] for r in rs if r["curve"]],
+               "paper_top1": paper_top1(first["family"], first["experiment"], first["tokenizer_name"],
+                                        first["latent_dim_paper"])}
+        for m in METRICS:
+            nums = [x for x in (_num(r.get(m)) for r in rs) if x is not None]
+            row[m], row[m + "_std"] = mean_std(nums)
+            if not nums and any(r.get(m) is not None for r in rs):  # e.g. gen_fid "no FID weights"
+                row[m + "_text"] = str(next(r[m] for r in rs if r.get(m) is not None))
+        row["step"] = STEP_INDEX.get(first["experiment"]) if first["family"] == "trajectory" else None
+        rows.append(row)
+    rows.sort(key=lambda r: (r["group"], r["step"] if r["step"] is not None else len(STEPS),
+                             [_sort_value(v) for v in r["swept"].values()], r["point"]))
+    return rows
+
+
+def swept_columns(rows: list[dict]) -> list[str]:
+    """Swept keys of any row (the experiment key is the point's name already)."""
+    return list(dict.fromkeys(k for r in rows for k in r["swept"] if k != "experiment"))
+
+
+def fmt(row: dict, m: str, digits: int = 2) -> str:
+    if row.get(m) is None:
+        return row.get(m + "_text", "—")
+    s = f"{row[m]:.{digits}f}"
+    return s + (f" ± {row[m + '_std']:.{digits}f}" if row.get(m + "_std") is not None else "")
+
+
+HEADER = ["group", "point", "n seeds", "probe top-1 (%)", "paper top-1", "pretrain loss", "tokenizer PSNR (dB)",
+          "gen FID", "wall (s)"]
+
+
+def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    keys = swept_columns(rows)
+    body = [[r["group"], r["point"], str(r["n"]), fmt(r, "probe_top1"),
+             f"{r['paper_top1']:.1f}" if r["paper_top1"] is not None else "—", fmt(r, "pretrain_loss", 4),
+             fmt(r, "tokenizer_psnr"), fmt(r, "gen_fid", 1), fmt(r, "wall_s", 0),
+             *[str(r["swept"].get(k, "—")) for k in keys]] for r in rows]
+    return HEADER + keys, body
+
+
+def render_markdown(rows: list[dict], sources: str) -> str:
+    header, body = table_rows(rows)
+    lines = [f"# Comparison of {sum(r['n'] for r in rows)} runs ({len(rows)} points)", "",
+             f"From {sources}. Metrics: mean ± sample std over seeds (n seeds); paper: PAPER.md Fig. 6 / Table 2 "
+             "(ImageNet, DiT-L, 400 epochs) where the same point exists.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    keys = swept_columns(rows)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["group", "point", "experiment", "n", "seeds", *[x for m in METRICS for x in (m, m + "_std")],
+                    "paper_top1", *keys])
+        for r in rows:
+            w.writerow([r["group"], r["point"], r["experiment"], r["n"], " ".join(map(str, r["seeds"])),
+                        *[x for m in METRICS for x in (r[m] if r[m] is not None else r.get(m + "_text", ""),
+                                                      r[m + "_std"] if r[m + "_std"] is not None else "")],
+                        r["paper_top1"] if r["paper_top1"] is not None else "",
+                        *[r["swept"].get(k, "") for k in keys]])
+
+
+def plot(rows: list[dict], path: Path, title: str = "") -> None:
+    """Left: probe top-1 per point (error bars: std over seeds; the paper's number on a second axis where
+    known). Right: the pretraining loss curves (CSV), one colour per point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    have_curves = any(r["curves"] for r in rows)
+    fig, axes = plt.subplots(1, 2 if have_curves else 1, figsize=(max(6.0, 0.7 * len(rows) + 3) + (5 if have_curves else 0), 4.4),
+                             squeeze=False, gridspec_kw={"width_ratios": [max(1.0, 0.25 * len(rows)), 1.0][: 1 + have_curves]})
+    ax = axes[0][0]
+    xs = list(range(len(rows)))
+    colors = [plt.cm.tab10(i % 10) for i in xs]
+    done = [(x, r) for x, r in zip(xs, rows) if r["probe_top1"] is not None]
+    ax.bar([x for x, _ in done], [r["probe_top1"] for _, r in done], yerr=[r["probe_top1_std"] or 0.0 for _, r in done],
+           color=[colors[x] for x, _ in done], alpha=0.85, capsize=4, label="ours (mean ± std)")
+    for x, r in done:
+        ax.annotate(f"{r['probe_top1']:.1f}\nn={r['n']}", (x, r["probe_top1"] + (r["probe_top1_std"] or 0.0)),
+                    textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+    top = max([r["probe_top1"] + (r["probe_top1_std"] or 0.0) for _, r in done] or [1.0])
+    ax.set_ylim(0, top * 1.25)
+    ax.set_ylabel("linear probe top-1 (%)")
+    labels = [(f"{r['step']:02d} {STEPS[r['step']][2]}" if r["step"] is not None else r["point"]) for r in rows]
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    if len(groups) > 1:
+        labels = [f"{lab}\n[{r['group']}]" for lab, r in zip(labels, rows)]
+    ax.set_xticks(xs, labels, rotation=30 if max(map(len, labels)) > 10 else 0, ha="right" if max(map(len, labels)) > 10 else "center",
+                  fontsize=7)
+    paper = [(x, r["paper_top1"]) for x, r in zip(xs, rows) if r["paper_top1"] is not None]
+    handles, names = ax.get_legend_handles_labels()
+    if paper:
+        ax2 = ax.twinx()
+        ax2.plot([x for x, _ in paper], [p for _, p in paper], "s--", color="tab:gray", label="paper (ImageNet)")
+        ax2.set_ylabel("paper: ImageNet linear probe (%)", color="tab:gray")
+        h2, n2 = ax2.get_legend_handles_labels()
+        handles, names = handles + h2, names + n2
+    ax.legend(handles, names, loc="upper left", fontsize=7)
+    ax.set_title(title or f"probe top-1 per point: {', '.join(groups)}", fontsize=9)
+    if have_curves:
+        axc = axes[0][1]
+        for x, r in zip(xs, rows):
+            for k, c in enumerate(r["curves"]):
+                axc.plot([s for s, _ in c], [v for _, v in c], color=colors[x], alpha=0.8, lw=1,
+                         label=labels[x].replace("\n", " ") if k == 0 else None)
+        axc.set_xlabel("optimiser step")
+        axc.set_ylabel("pretrain/loss")
+        axc.set_title("pretraining loss (one line per seed)", fontsize=9)
+        axc.legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(records: list[dict], out: Path, sources: str) -> dict:
+    """report.md, report.csv and report.png in `out`; returns {name: path}."""
+    rows = aggregate(records)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
+    paths["md"].write_text(render_markdown(rows, sources))
+    write_csv(rows, paths["csv"])
+    plot(rows, paths["png"])
+    return paths
+
+
+def main(argv: list[str] | None = None, api=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="*", help="run folders or sweep folders (every results.json below)")
+    ap.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs of a wandb project instead")
+    ap.add_argument("--group", help="only this group (family), e.g. trajectory or sweep/table2")
+    ap.add_argument("--tag", action="append", help="only runs with this tag (repeatable: all must match)")
+    ap.add_argument("--out", help="output folder (default: the first folder; ./report-ENTITY-PROJECT for --wandb)")
+    args = ap.parse_args(argv)
+    if bool(args.folders) == bool(args.wandb):
+        ap.error("give run folders or --wandb ENTITY/PROJECT (one of the two)")
+    if args.wandb:
+        records, sources = wandb_records(args.wandb, api=api), f"wandb project {args.wandb}"
+        out = Path(args.out or f"report-{args.wandb.replace('/', '-')}")
+    else:
+        records, sources = local_records(args.folders), ", ".join(args.folders)
+        out = Path(args.out or args.folders[0])
+    records = select(records, args.group, args.tag)
+    if not records:
+        ap.error(f"no finished runs (results with probe_top1) in {sources}"
+                 + (f" with group={args.group}" if args.group else "") + (f" tags={args.tag}" if args.tag else ""))
+    paths = write_report(records, out, sources)
+    print(f"[report] {len(records)} runs -> {paths['md']}, {paths['csv'].name}, {paths['png'].name}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()
