@@ -224,8 +224,9 @@ def plot(rows: list[dict], path: Path, title: str = "") -> None:
     for x, r in done:
         ax.annotate(f"{r['probe_top1']:.1f}\nn={r['n']}", (x, r["probe_top1"] + (r["probe_top1_std"] or 0.0)),
                     textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+    paper = [(x, r["paper_top1"]) for x, r in zip(xs, rows) if r["paper_top1"] is not None]
     top = max([r["probe_top1"] + (r["probe_top1_std"] or 0.0) for _, r in done] or [1.0])
-    ax.set_ylim(0, top * 1.25)
+    ax.set_ylim(0, top * (1.7 if paper else 1.25))  # with the paper's curve: bars below, its band above them
     ax.set_ylabel("linear probe top-1 (%)")
     labels = [(f"{r['step']:02d} {STEPS[r['step']][2]}" if r["step"] is not None else r["point"]) for r in rows]
     groups = list(dict.fromkeys(r["group"] for r in rows))
@@ -233,16 +234,21 @@ def plot(rows: list[dict], path: Path, title: str = "") -> None:
         labels = [f"{lab}\n[{r['group']}]" for lab, r in zip(labels, rows)]
     ax.set_xticks(xs, labels, rotation=30 if max(map(len, labels)) > 10 else 0, ha="right" if max(map(len, labels)) > 10 else "center",
                   fontsize=7)
-    paper = [(x, r["paper_top1"]) for x, r in zip(xs, rows) if r["paper_top1"] is not None]
     handles, names = ax.get_legend_handles_labels()
     if paper:
         ax2 = ax.twinx()
         ax2.plot([x for x, _ in paper], [p for _, p in paper], "s--", color="tab:gray", label="paper (ImageNet)")
+        lo, hi = min(p for _, p in paper), max(p for _, p in paper)
+        span = max(hi - lo, 1.0)
+        ax2.set_ylim(lo - 2.6 * span, hi + 0.35 * span)  # the paper's values in the top quarter of the panel
+        for x, p in paper:
+            ax2.annotate(f"{p:.1f}", (x, p), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7,
+                         color="tab:gray")
         ax2.set_ylabel("paper: ImageNet linear probe (%)", color="tab:gray")
         h2, n2 = ax2.get_legend_handles_labels()
         handles, names = handles + h2, names + n2
-    ax.legend(handles, names, loc="upper left", fontsize=7)
-    ax.set_title(title or f"probe top-1 per point: {', '.join(groups)}", fontsize=9)
+    ax.legend(handles, names, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize=7, frameon=False)
+    fig.suptitle(title or f"linear probe top-1 per point: {', '.join(groups)}", fontsize=10)
     if have_curves:
         axc = axes[0][1]
         for x, r in zip(xs, rows):

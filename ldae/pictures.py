@@ -1,7 +1,7 @@
 """Pictures of a run, saved as PNGs under RUN/pictures/ (and logged to wandb by the caller when it is on):
 
     denoise_step{N}.png   clean / noised / denoised validation images during pretraining (DenoisingPanels);
-                          column j at noise level t_j, t spread from 1 to T; the prediction mapped back to
+                          column j at noise level t_j, spread over 1..T; the prediction mapped back to
                           pixels the way the objective reads it (ε and x0: through x̂0 and the decoder; image: as is)
     pca_bases.png         the top principal components of the patch PCA as image filters (paper Fig. 4)
     latent_noise.png      one image with noise z0 + σ ε added in the latent, decoded to pixels (paper Fig. 7)
@@ -52,13 +52,14 @@ def _pyplot():
 @torch.no_grad()
 def denoise_panel(module, x: torch.Tensor, y: torch.Tensor | None = None, seed: int = 0):
     """(clean, noised, denoised) pixel images (B, 3, H, W) for the PretrainModule `module`: image i is
-    noised at t_i (evenly spaced from 1 to T) with noise from `seed`, and denoised by the EMA backbone."""
+    noised at t_i (the midpoints of b equal bins of 1..T) with noise from `seed`, and denoised by the EMA backbone."""
     tok, sch, obj = module.tokenizer, module.schedule, module.objective
     net = module.encoder(use_ema=True)
     was = net.training
     net.eval()
     b = x.shape[0]
-    t = torch.linspace(1, sch.num_steps, b).round().long().to(x.device)  # (B,), low to high noise
+    # (B,), low to high noise: midpoints of B equal bins of 1..T (t = T can hold no signal: γ_T = 0 in linear γ²)
+    t = ((torch.arange(b) + 0.5) / b * sch.num_steps).round().long().clamp(1, sch.num_steps).to(x.device)
     z0 = tok.encode(x)  # (B, C, h, w)
     g = torch.Generator().manual_seed(int(seed))
     eps = torch.randn(z0.shape, generator=g).to(z0)
