@@ -204,26 +204,39 @@ def write_csv(rows: list[dict], path: Path) -> None:
                         *[r["swept"].get(k, "") for k in keys]])
 
 
+def point_colors(rows: list[dict], cmap) -> list:
+    """One colour per experiment where several points share one (a sweep over several experiments, e.g. the
+    tokenizers of table2), else one per point."""
+    exps = list(dict.fromkeys(r["experiment"] for r in rows))
+    by_exp = 1 < len(exps) < len(rows)
+    return [cmap((exps.index(r["experiment"]) if by_exp else i) % 10) for i, r in enumerate(rows)]
+
+
 def plot(rows: list[dict], path: Path, title: str = "") -> None:
-    """Left: probe top-1 per point (error bars: std over seeds; the paper's number on a second axis where
-    known). Right: the pretraining loss curves (CSV), one colour per point."""
+    """Top: probe top-1 per point (error bars: std over seeds where n > 1; the paper's number on a second axis
+    where known). Below: the pretraining loss curves (CSV), in the colours of the bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     have_curves = any(r["curves"] for r in rows)
-    fig, axes = plt.subplots(1, 2 if have_curves else 1, figsize=(max(6.0, 0.7 * len(rows) + 3) + (5 if have_curves else 0), 4.4),
-                             squeeze=False, gridspec_kw={"width_ratios": [max(1.0, 0.25 * len(rows)), 1.0][: 1 + have_curves]})
+    width = max(7.0, 0.55 * len(rows) + 3)
+    fig, axes = plt.subplots(2 if have_curves else 1, 1, figsize=(width, 8.0 if have_curves else 4.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.3, 1.0][: 1 + have_curves]})
     ax = axes[0][0]
     xs = list(range(len(rows)))
-    colors = [plt.cm.tab10(i % 10) for i in xs]
+    colors = point_colors(rows, plt.cm.tab10)
     done = [(x, r) for x, r in zip(xs, rows) if r["probe_top1"] is not None]
-    ax.bar([x for x, _ in done], [r["probe_top1"] for _, r in done], yerr=[r["probe_top1_std"] or 0.0 for _, r in done],
-           color=[colors[x] for x, _ in done], alpha=0.85, capsize=4, label="ours (mean ± std)")
+    ax.bar([x for x, _ in done], [r["probe_top1"] for _, r in done], color=[colors[x] for x, _ in done], alpha=0.85,
+           label="ours (mean ± std over seeds)")
+    spread = [(x, r) for x, r in done if r["probe_top1_std"] is not None]
+    if spread:
+        ax.errorbar([x for x, _ in spread], [r["probe_top1"] for _, r in spread],
+                    yerr=[r["probe_top1_std"] for _, r in spread], fmt="none", ecolor="black", capsize=4)
     for x, r in done:
         ax.annotate(f"{r['probe_top1']:.1f}\nn={r['n']}", (x, r["probe_top1"] + (r["probe_top1_std"] or 0.0)),
-                    textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+                    textcoords="offset points", xytext=(0, 4), ha="center", va="bottom", fontsize=7)
     paper = [(x, r["paper_top1"]) for x, r in zip(xs, rows) if r["paper_top1"] is not None]
     top = max([r["probe_top1"] + (r["probe_top1_std"] or 0.0) for _, r in done] or [1.0])
     ax.set_ylim(0, top * (1.7 if paper else 1.25))  # with the paper's curve: bars below, its band above them
@@ -232,12 +245,19 @@ def plot(rows: list[dict], path: Path, title: str = "") -> None:
     groups = list(dict.fromkeys(r["group"] for r in rows))
     if len(groups) > 1:
         labels = [f"{lab}\n[{r['group']}]" for lab, r in zip(labels, rows)]
-    ax.set_xticks(xs, labels, rotation=30 if max(map(len, labels)) > 10 else 0, ha="right" if max(map(len, labels)) > 10 else "center",
-                  fontsize=7)
+    slant = max(map(len, labels)) > 10
+    ax.set_xticks(xs, labels, rotation=30 if slant else 0, ha="right" if slant else "center", fontsize=7)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
     handles, names = ax.get_legend_handles_labels()
     if paper:
         ax2 = ax.twinx()
-        ax2.plot([x for x, _ in paper], [p for _, p in paper], "s--", color="tab:gray", label="paper (ImageNet)")
+        # One line per experiment (a table2 row), not across them; a trajectory (one point each) is one line.
+        series = {} if len({r["experiment"] for r in rows}) == len(rows) else {r["experiment"]: [] for r in rows}
+        for x, p in paper:
+            series.setdefault(rows[x]["experiment"] if series else "", []).append((x, p))
+        for k, pts in enumerate(v for v in series.values() if v):
+            ax2.plot([x for x, _ in pts], [p for _, p in pts], "s--", color="tab:gray",
+                     label="paper (ImageNet)" if k == 0 else None)
         lo, hi = min(p for _, p in paper), max(p for _, p in paper)
         span = max(hi - lo, 1.0)
         ax2.set_ylim(lo - 2.6 * span, hi + 0.35 * span)  # the paper's values in the top quarter of the panel
@@ -250,18 +270,23 @@ def plot(rows: list[dict], path: Path, title: str = "") -> None:
     ax.legend(handles, names, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize=7, frameon=False)
     fig.suptitle(title or f"linear probe top-1 per point: {', '.join(groups)}", fontsize=10)
     if have_curves:
-        axc = axes[0][1]
+        axc = axes[1][0]
         for x, r in zip(xs, rows):
             for k, c in enumerate(r["curves"]):
                 axc.plot([s for s, _ in c], [v for _, v in c], color=colors[x], alpha=0.8, lw=1,
                          label=labels[x].replace("\n", " ") if k == 0 else None)
         axc.set_xlabel("optimiser step")
         axc.set_ylabel("pretrain/loss")
-        axc.set_title("pretraining loss (one line per seed)", fontsize=9)
-        axc.legend(fontsize=6)
+        axc.set_title("pretraining loss (one line per seed; colours as above)", fontsize=9)
+        axc.grid(alpha=0.3)
+        vals = [v for r in rows for c in r["curves"] for _, v in c if v > 0]
+        if vals and max(vals) > 100 * min(vals):  # a spike would flatten the rest: log scale
+            axc.set_yscale("log")
+        if len(rows) <= 12:
+            axc.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
