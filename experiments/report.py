@@ -72,15 +72,26 @@ def local_records(folders: list[str | Path]) -> list[dict]:
     return recs
 
 
-def wandb_records(project: str, api=None) -> list[dict]:
+def wandb_curve(run) -> list[tuple[int, float]]:
+    """(step, pretrain/loss) of a pretrain run's history (sampled by wandb's API)."""
+    try:
+        rows = run.history(keys=["pretrain/loss", "trainer/global_step"], pandas=False)
+    except Exception as e:  # noqa: BLE001 - a curve is a nicety; the table does not need it
+        print(f"report: no history for run {run.id} ({e})", file=sys.stderr)
+        return []
+    return [(int(h.get("trainer/global_step", h.get("_step", 0))), float(h["pretrain/loss"]))
+            for h in rows if h.get("pretrain/loss") is not None]
+
+
+def wandb_records(project: str, api=None, group: str | None = None) -> list[dict]:
     """Records from a wandb project through the public API (`api` is wandb.Api() unless given, e.g. a fake).
-    Stage runs sharing config `run.dir` are one run."""
+    Stage runs sharing config `run.dir` are one run; `group` is filtered on the server."""
     if api is None:
         import wandb
 
         api = wandb.Api()
     merged: dict[str, dict] = {}
-    for run in api.runs(project):
+    for run in api.runs(project, filters={"group": group} if group else None):
         cfg, summ = dict(run.config), dict(run.summary)
         key = cfg.get("run.dir") or run.id
         res = merged.setdefault(key, {"experiment": cfg.get("name", run.name), "family": cfg.get("run.family"),
@@ -95,12 +106,13 @@ def wandb_records(project: str, api=None) -> list[dict]:
         res["wall_s"] += float(summ.get("_runtime") or 0.0)
         stage = run.job_type or cfg.get("run.stage")
         if stage == "pretrain":
-            res.update(pretrain_loss=summ.get("pretrain/loss"), gen_fid=summ.get("gen/fid"))
+            res.update(pretrain_loss=summ.get("pretrain/loss"), gen_fid=summ.get("gen/fid"), curve=wandb_curve(run))
         if stage in ("pretrain", "tokenizer") and summ.get("tokenizer/psnr") is not None:
             res["tokenizer_psnr"] = summ["tokenizer/psnr"]
         if stage == "probe_encoder":
             res["probe_top1"] = summ.get("probe/top1")
-    return [record_from_results(r, source=k) for k, r in merged.items() if r.get("probe_top1") is not None]
+    return [record_from_results(r, r.pop("curve", None), source=k) for k, r in merged.items()
+            if r.get("probe_top1") is not None]
 
 
 def select(records: list[dict], group: str | None = None, tag: list[str] | None = None) -> list[dict]:
@@ -312,7 +324,7 @@ def main(argv: list[str] | None = None, api=None) -> dict:
     if bool(args.folders) == bool(args.wandb):
         ap.error("give run folders or --wandb ENTITY/PROJECT (one of the two)")
     if args.wandb:
-        records, sources = wandb_records(args.wandb, api=api), f"wandb project {args.wandb}"
+        records, sources = wandb_records(args.wandb, api=api, group=args.group), f"wandb project {args.wandb}"
         out = Path(args.out or f"report-{args.wandb.replace('/', '-')}")
     else:
         records, sources = local_records(args.folders), ", ".join(args.folders)

@@ -61,10 +61,8 @@ class SafeWandbLogger(WandbLogger):
             _warn("log_metrics", e)
 
     def log_hyperparams(self, *args, **kwargs):
-        try:
-            super().log_hyperparams(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001
-            _warn("log_hyperparams", e)
+        """Nothing: the run's config is already the resolved config, flat; Lightning's nested copy of the
+        module's hparams would repeat every key under `config.` (csv/STAGE/hparams.yaml keeps it)."""
 
     def log_image(self, *args, **kwargs):
         try:

@@ -62,6 +62,11 @@ class FakeRun:
         self.id, self.group, self.name, self.job_type = rid, group, name, job_type
         self.config, self.summary, self.tags = config, summary, tags
 
+    def history(self, keys=None, pandas=True):
+        assert not pandas and "pretrain/loss" in keys
+        return [{"_step": 0, "trainer/global_step": 0, "pretrain/loss": 1.0},
+                {"_step": 1, "trainer/global_step": 1, "pretrain/loss": 0.5}, {"_step": 2, "lr-AdamW": 0.1}]
+
 
 class FakeApi:
     """wandb.Api's surface that report.py uses: runs(path) -> runs with config/summary/group/name/job_type."""
@@ -69,9 +74,9 @@ class FakeApi:
     def __init__(self, runs):
         self._runs, self.asked = runs, []
 
-    def runs(self, path):
-        self.asked.append(path)
-        return list(self._runs)
+    def runs(self, path, filters=None):
+        self.asked.append((path, filters))
+        return [r for r in self._runs if not filters or all(getattr(r, k) == v for k, v in filters.items())]
 
 
 def fake_runs(res: dict, i: int) -> list[FakeRun]:
@@ -94,11 +99,13 @@ def test_the_wandb_path_gives_the_local_table(tmp_path):
     runs.append(FakeRun("x", "trajectory", "crashed", "pretrain", {"run.dir": "/runs/x"}, {"pretrain/loss": 1.0}, []))
     api = FakeApi(runs)
     wrows = report.aggregate(report.wandb_records("me/ldae", api=api))
-    assert api.asked == ["me/ldae"]
+    assert api.asked == [("me/ldae", None)]
     write_runs(tmp_path / "local", RUNS)
     lrows = report.aggregate(report.local_records([tmp_path / "local"]))
     keys = ("group", "point", "n", "seeds", "probe_top1", "probe_top1_std", "pretrain_loss", "tokenizer_psnr",
-            "wall_s", "paper_top1", "swept")
+            "wall_s", "paper_top1", "swept", "curves")
     assert [{k: r[k] for k in keys} for r in wrows] == [{k: r[k] for k in keys} for r in lrows]  # the crashed run is left out
-    paths = report.main(["--wandb", "me/ldae", "--tag", "scale=cpu", "--out", str(tmp_path / "w")], api=api)
+    paths = report.main(["--wandb", "me/ldae", "--group", "trajectory", "--tag", "scale=cpu", "--out", str(tmp_path / "w")],
+                        api=api)
+    assert api.asked[-1] == ("me/ldae", {"group": "trajectory"})  # filtered on the server
     assert "| trajectory | 07_patch_pca | 2 | 21.00 ± 1.41 | 65.1 |" in paths["md"].read_text()
