@@ -35,6 +35,15 @@ def _key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
 
+def _is_tag(key: str, cfg) -> bool:
+    """A config key or group of this run (not a key of another app's root config, e.g. trajectory.py's
+    `steps`), and not one that only says where or how the run is logged."""
+    from ldae.config import CONF_DIR
+
+    top = key.split(".")[0].split("/")[0]
+    return top not in _NOT_TAGS and (top in cfg or (CONF_DIR / top).is_dir())
+
+
 def swept_keys(hc=None, argv: list[str] | None = None) -> list[str]:
     """Keys this multirun sweeps: the preset's `hydra.sweeper.params` and the command line's sweep overrides."""
     hc = hc if hc is not None else _hydra()
@@ -69,7 +78,7 @@ def identity(cfg, hc=None, argv: list[str] | None = None) -> dict:
     if not point:
         extra = [f"{k.split('.')[-1]}={v}" for k, v in swept.items() if k not in ("seed", "experiment")]
         point = "-".join([str(cfg.name), *extra])
-    tags = [o.lstrip("+~") for o in overrides if _key(o).split(".")[0].split("/")[0] not in _NOT_TAGS]
+    tags = [o.lstrip("+~") for o in overrides if _is_tag(_key(o), cfg)]
     tags.append(f"scale={cfg.scale_name}")
     tags = [t[:_WANDB_TAG_MAX] for t in dict.fromkeys(tags)]
     return {"family": str(family), "group": str(wandb_group or family), "point": str(point), "swept": swept,

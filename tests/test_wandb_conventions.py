@@ -37,6 +37,10 @@ def test_identity_of_a_trajectory_row_a_table2_cell_and_an_adhoc_sweep(compose):
     assert ident["swept"] == {"tokenizer.latent_dim": "16", "seed": "0"}  # the fixed lr is a tag, not a sweep
     assert "optim.base_lr=0.001" in ident["tags"]
     assert identity(compose("experiment=ldae"))["point"] == "ldae"  # outside Hydra: nothing swept
+    # experiments/trajectory.py: its own keys (steps, seeds) are not the row's config: no tags
+    task = ["scale=smoke", "steps=[11,12]", "seeds=2", "data.num_train=512"]
+    ident = identity(compose("experiment=trajectory/11_image_output", *task[::3]), fake_hydra(task), argv=task)
+    assert ident["tags"] == ["scale=smoke", "data.num_train=512"] and ident["point"] == "11_image_output"
 
 
 def test_the_table2_preset_composes_and_validates_every_cell(compose):
