@@ -26,8 +26,23 @@ def test_ddpm_linear_matches_dit_alpha_bar():
 def test_linear_gamma2_ends():
     s = build_schedule("linear_gamma2", 1000)
     g2 = s.gamma**2
-    assert g2[1] == pytest.approx(1 - 1e-3, abs=1e-6) and g2[-1] == pytest.approx(0.0, abs=1e-6)
+    assert g2[1] == pytest.approx(1 - 1e-3, abs=1e-6) and g2[-1] == pytest.approx(0.0, abs=1e-5)
     assert torch.all(g2[1:] < g2[:-1])
+    assert float(s.betas().max()) == pytest.approx(0.999, abs=1e-5)  # the last step, clamped as in iDDPM
+
+
+@pytest.mark.parametrize("name", ["linear_gamma2", "cosine", "ddpm_linear"])
+def test_vb_term_bounded_at_the_last_step(name):
+    """A fair ε prediction costs a few bits at t = T too (γ_T = 0 once gave ~10^4 bits: loss spikes)."""
+    from ldae.diffusion.objectives import vb_term
+
+    s = build_schedule(name, 1000)
+    g = torch.Generator().manual_seed(0)
+    z0, eps = torch.randn(64, 4, 4, 4, generator=g), torch.randn(64, 4, 4, 4, generator=g)
+    t = torch.full((64,), 1000)
+    pred = eps + 0.3 * torch.randn(eps.shape, generator=g)
+    vb = vb_term(s, "eps", pred, torch.zeros_like(z0), z0, s.corrupt(z0, eps, t), t)
+    assert float(vb.max()) < 200
 
 
 def test_sigma_linear_no_input_scaling():

@@ -112,9 +112,15 @@ def cosine(num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> 
     return NoiseSchedule(alpha_bar.sqrt(), (1 - alpha_bar).clamp_min(0).sqrt(), "cosine")
 
 
-def linear_gamma2(num_steps: int = 1000) -> NoiseSchedule:
-    """The paper's replacement: γ_t² = 1 − t/T, so 1 > γ_t² ≥ 0 over t = 1..T, and σ_t² = 1 − γ_t²."""
+def linear_gamma2(num_steps: int = 1000, max_beta: float = 0.999) -> NoiseSchedule:
+    """The paper's replacement: γ_t² = 1 − t/T, so 1 > γ_t² ≥ 0 over t = 1..T, and σ_t² = 1 − γ_t².
+
+    [NF] discretisation. The last step's β_T = 1 − γ_T²/γ_{T−1}² would be exactly 1 (γ_T = 0), where the
+    learned-σ bound term divides by γ_T and reached ~10^4 bits for one sample; β is clamped at 0.999 as
+    improved DDPM does for the cosine schedule, so γ_T² = 10^-6 (every other step is unchanged).
+    """
     g2 = 1 - torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    g2[-1] = (1 - max_beta) * g2[-2]
     return NoiseSchedule(g2.sqrt(), (1 - g2).sqrt(), "linear_gamma2")
 
 
