@@ -202,9 +202,6 @@ def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
 def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_set, out: Path, tag: str) -> dict:
     """Train the linear head on `extractor`'s features and return {top1, curve}."""
     pr = cfg.probe
-    # Same head init and order for every probed network, and independent of the RNG history of pretraining
-    # (so a resumed run probes exactly as an uninterrupted one).
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accel = "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
     fbs = int(pr.feature_batch_size)
     workers = int(cfg.data.num_workers)
@@ -220,6 +217,10 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
         batch = min(pr.batch_size, len(train_set))
         accum = max(1, batch // fbs)
         batch = batch // accum
+    # Same head init and order for every probed network, and independent of the RNG history of pretraining
+    # (so a resumed run probes exactly as an uninterrupted one) and of whether the features were extracted
+    # now (the loaders draw seeds) or read from the disk cache.
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     probe = LinearProbe(feature_dim, cfg.data.num_classes, optimizer=pr.optimizer, base_lr=probe_base_lr(pr),
                         batch_size=batch * accum, momentum=pr.momentum, weight_decay=pr.weight_decay,
                         warmup_epochs=pr.warmup_epochs, extractor=extractor_for_head)
@@ -231,7 +232,7 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
     trainer = pl.Trainer(max_epochs=pr.epochs, accelerator=accel, devices=1, logger=loggers_for(cfg, out, f"probe_{tag}"),
                          enable_checkpointing=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
                          enable_model_summary=False, accumulate_grad_batches=accum, num_sanity_val_steps=0,
-                         check_val_every_n_epoch=max(1, pr.epochs // 10), log_every_n_steps=10)
+                         check_val_every_n_epoch=max(1, pr.epochs // 10), log_every_n_steps=1)  # the per-step lr curve
     trainer.fit(probe, train_loader, val_loader)
     curve = probe.history
     log.info("probe %s: top1 %.2f, head training %.0f samples/s (%s features)", tag, curve[-1]["top1"],

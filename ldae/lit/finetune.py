@@ -104,7 +104,7 @@ class FineTuneModule(pl.LightningModule):
         loss = self.train_loss(self.model(self.to_input(x)), y)
         self.train_samples += x.shape[0]
         self.log("finetune/loss", loss, prog_bar=True, sync_dist=True)
-        self.log("finetune/lr", self.optimizers().param_groups[-1]["lr"])  # the top (un-decayed) group
+        self.log("finetune/lr", max(g["lr"] for g in self.optimizers().param_groups))  # the un-decayed top layers
         return loss
 
     def optimizer_step(self, *args, **kwargs):
@@ -138,16 +138,21 @@ class FineTuneModule(pl.LightningModule):
             self.history.append({"epoch": self.current_epoch, **{f"{k}_top1": v for k, v in top.items()}})
 
     def configure_optimizers(self):
+        opt = self.build_optimizer()
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        sched = warmup_cosine(opt, int(self.pr.warmup_epochs * per_epoch), total,
+                              min_ratio=float(self.pr.min_lr) / self.lr)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
         pr = self.pr
         # Layer-wise lr decay: timm puts each block in its own group with lr_scale = decay^(depth - layer).
         opt = create_optimizer_v2(self.model, opt="adamw", lr=self.lr, weight_decay=float(pr.weight_decay),
                                   layer_decay=float(pr.layer_decay), betas=(0.9, 0.999))
         for g in opt.param_groups:  # torch schedulers ignore timm's lr_scale: bake it into each group's lr
             g["lr"] = self.lr * g.get("lr_scale", 1.0)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-        sched = warmup_cosine(opt, int(pr.warmup_epochs * per_epoch), total, min_ratio=float(pr.min_lr) / self.lr)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt
 
 
 def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
@@ -190,7 +195,8 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
                          logger=loggers_for(cfg, out, "finetune"), enable_checkpointing=False,
                          enable_progress_bar=cfg.trainer.enable_progress_bar, enable_model_summary=False,
                          accumulate_grad_batches=accum, num_sanity_val_steps=0,
-                         check_val_every_n_epoch=max(1, int(pr.epochs) // 10), log_every_n_steps=10)
+                         check_val_every_n_epoch=max(1, int(pr.epochs) // 10),
+                         log_every_n_steps=max(1, min(10, len(train_loader) // accum)))
     t0 = time.time()
     trainer.fit(ft, train_loader, val_loader)
     last = ft.history[-1]

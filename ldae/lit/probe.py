@@ -191,6 +191,13 @@ class LinearProbe(pl.LightningModule):
             self.history.append({"epoch": self.current_epoch, "top1": top1})
 
     def configure_optimizers(self):
+        opt = self.build_optimizer()
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        sched = warmup_cosine(opt, self.warmup_epochs * per_epoch, total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
         weights = [p for p in self.head.parameters() if p.ndim > 1]
         others = [p for p in self.head.parameters() if p.ndim <= 1]
         if self.opt_name == "lars":
@@ -205,7 +212,4 @@ class LinearProbe(pl.LightningModule):
         else:
             opt = torch.optim.AdamW([{"params": weights, "weight_decay": self.weight_decay},
                                      {"params": others, "weight_decay": 0.0}], lr=self.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-        sched = warmup_cosine(opt, self.warmup_epochs * per_epoch, total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt
