@@ -246,8 +246,11 @@ def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
              "pools globally, PAPER.md 2.4); allowed: avg")
     _require(isinstance(pr.t, int) and 0 <= pr.t <= cfg.schedule.num_steps,
              f"probe.t={pr.t} must be an integer in 0..{cfg.schedule.num_steps}")
-    _require(pr.block is None or (isinstance(pr.block, int) and pr.block >= 1),
-             f"probe.block={pr.block} must be null (the split point) or an integer >= 1")
+    from ldae.models.registry import lookup
+
+    depth = cfg.model.get("depth") or lookup(cfg.model.name).depth
+    _require(pr.block is None or (isinstance(pr.block, int) and 1 <= pr.block <= depth),
+             f"probe.block={pr.block} is out of range; allowed: null (the split point) or 1..{depth} (the model depth)")
     if name == "knn":
         _require(isinstance(pr.k, int) and pr.k >= 1, f"probe.k={pr.k} must be an integer >= 1")
         _require(pr.temperature > 0, f"probe.temperature={pr.temperature} must be > 0")

@@ -31,6 +31,20 @@ def load_checkpoint_config(ckpt_path: str) -> tuple[dict, dict]:
     return ckpt, config
 
 
+# Probe keys added after some checkpoints were written, with the values that reproduce what those runs did
+# (their base_lr was used as given, their augmentation cropped at scale 0.2).
+PROBE_KEYS_ADDED = {"name": "linear", "pool": "avg", "lr_source": "custom",
+                    "lr_presets": {"mae": 0.1, "paper_printed": 1.0e-4}, "disk_cache": True, "crop_min_scale": 0.2}
+
+
+def upgrade_stored_config(stored: dict) -> dict:
+    """A checkpoint's config with the probe keys it predates filled in (old checkpoints stay evaluable)."""
+    probe = stored.get("probe")
+    if isinstance(probe, dict):
+        stored = {**stored, "probe": {**PROBE_KEYS_ADDED, **probe}}
+    return {"online_probe": {"enabled": False, "t": 10, "lr": 1.0e-3}, **stored}
+
+
 def evaluate(cfg: DictConfig, output_dir: str | Path, probe_overrides: list[str] | None = None,
              whole_probe: bool = False) -> dict:
     """Probe the checkpoint `cfg.ckpt_path`. probe_overrides: `probe.KEY=VALUE` applied to the stored recipe."""
@@ -39,7 +53,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path, probe_overrides: list[str]
 
     t0 = time.time()
     ckpt, stored = load_checkpoint_config(cfg.ckpt_path)
-    run_cfg = OmegaConf.create(stored)
+    run_cfg = OmegaConf.create(upgrade_stored_config(stored))
     if whole_probe:
         run_cfg.probe = cfg.probe
     else:

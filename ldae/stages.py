@@ -186,7 +186,7 @@ def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
     pr = cfg.probe
     if pr.augment:
         aug = OmegaConf.merge(cfg.data, {"crop": "random_resized", "hflip": True})
-        train = build_dataset(aug, "train")
+        train = build_dataset(aug, "train", min_scale=float(pr.get("crop_min_scale", 0.2)))
     elif dm is not None and cfg.data.crop == "center" and not cfg.data.hflip:
         train = dm.train_set
     else:

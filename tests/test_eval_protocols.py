@@ -183,3 +183,22 @@ def test_export_folds_adaln_at_t_random_conditional_model():
         x = torch.randn(4, 3, 16, 16)
         ours = m.forward_features(x, torch.full((4,), 37), None, block)
         torch.testing.assert_close(vit(x), ours, atol=1e-5, rtol=1e-5)
+
+
+def test_probe_block_range_and_old_checkpoint_configs(compose):
+    from omegaconf import OmegaConf
+
+    from ldae.config import ConfigError, validate
+    from ldae.probe import upgrade_stored_config
+
+    validate(compose("probe.block=2"))  # micro-1-1: 2 blocks
+    with pytest.raises(ConfigError, match=r"probe.block=3 is out of range; allowed: null \(the split point\) or 1..2"):
+        validate(compose("probe.block=3"))
+    stored = OmegaConf.to_container(compose(), resolve=True)
+    for key in ("pool", "lr_source", "lr_presets", "disk_cache", "crop_min_scale"):
+        del stored["probe"][key]
+    del stored["online_probe"]
+    up = OmegaConf.create(upgrade_stored_config(stored))
+    OmegaConf.set_struct(up, True)
+    validate(up)
+    assert up.probe.lr_source == "custom" and up.probe.base_lr == 1e-3  # the old meaning: base_lr as given
