@@ -59,6 +59,7 @@ class EncoderFeatures(nn.Module):
             raise ValueError(f"probe.t={t} must be in 0..{schedule.num_steps}")
         self.backbone, self.tokenizer, self.objective, self.schedule = backbone, tokenizer, objective, schedule
         self.t, self.noisy, self.clean_input, self.block, self.seed = t, noisy, clean_input, block, seed
+        self.pool = pool
         self.requires_grad_(False)
 
     @property
@@ -71,17 +72,16 @@ class EncoderFeatures(nn.Module):
 
         return {"kind": "encoder", "weights": weights_digest(self.backbone, self.tokenizer), "t": self.t,
                 "noisy": self.noisy, "seed": self.seed if self.noisy else None, "clean_input": self.clean_input,
-                "block": self.block, "pool": "avg", "input": self.objective.input}
+                "block": self.block, "pool": self.pool, "input": self.objective.input}
 
     def network_input(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         if not self.noisy:
             return clean_network_input(x, self.tokenizer, self.objective, self.clean_input)
-        if self.noisy:
-            z0 = self.tokenizer.encode(x)
-            idx = index if index is not None else torch.arange(x.shape[0], device=x.device)
-            eps = keyed_normal(sample_keys(self.seed, 0, idx), tuple(z0.shape[1:]), STREAM_EPS, z0.dtype)
-            t = torch.full((x.shape[0],), self.t, device=x.device, dtype=torch.long)
-            return self.objective.network_input(self.schedule.corrupt(z0, eps, t), self.tokenizer)
+        z0 = self.tokenizer.encode(x)
+        idx = index if index is not None else torch.arange(x.shape[0], device=x.device)
+        eps = keyed_normal(sample_keys(self.seed, 0, idx), tuple(z0.shape[1:]), STREAM_EPS, z0.dtype)
+        t = torch.full((x.shape[0],), self.t, device=x.device, dtype=torch.long)
+        return self.objective.network_input(self.schedule.corrupt(z0, eps, t), self.tokenizer)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
