@@ -202,3 +202,14 @@ def test_probe_block_range_and_old_checkpoint_configs(compose):
     OmegaConf.set_struct(up, True)
     validate(up)
     assert up.probe.lr_source == "custom" and up.probe.base_lr == 1e-3  # the old meaning: base_lr as given
+
+
+def test_augmented_probe_trains_on_random_resized_crops_and_validates_on_the_center_crop(compose):
+    from torchvision.transforms import v2
+
+    from ldae.stages import probe_datasets
+
+    train, val = probe_datasets(compose("probe.augment=true", "probe.cache_features=false"), None)
+    ops = {type(op): op for op in train.transform.transforms}
+    assert ops[v2.RandomResizedCrop].scale == (0.08, 1.0) and v2.RandomHorizontalFlip in ops
+    assert val.transform is None  # the clean center crop

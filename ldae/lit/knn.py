@@ -28,4 +28,4 @@ def knn_predict(train_f: torch.Tensor, train_y: torch.Tensor, query_f: torch.Ten
 def knn_top1(train_f, train_y, val_f, val_y, num_classes: int, k: int = 20, temperature: float = 0.07) -> float:
     """Top-1 (%) of the weighted kNN classifier on the validation features."""
     pred = knn_predict(train_f, train_y, val_f, num_classes, k, temperature)
-    return 100.0 * float((pred == val_y).float().mean())
+    return 100.0 * float((pred == val_y).double().mean())
