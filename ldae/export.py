@@ -108,7 +108,7 @@ def cli(argv: list[str] | None = None) -> None:
         rec = export_checkpoint(args["ckpt_path"], int(args.get("t", 10)), args["out"], block,
                                 args.get("use_ema", "true").lower() == "true")
     except (ConfigError, ValueError) as e:
-        fail("ldae-export", str(e))
+        fail("ldae.export", str(e))
     print(f"wrote {args['out']} (timm VisionTransformer, depth {rec['timm_kwargs']['depth']}, t={rec['t']})")
 
 

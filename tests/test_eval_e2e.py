@@ -35,8 +35,8 @@ def test_cached_feature_probe_hits_the_disk_cache_and_reports_samples_per_s(smok
     assert r["probe_top1"] == res["probe_top1"] and r["probe_train_samples_per_s"] > 100
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["probe_train_samples_per_s"] == r["probe_train_samples_per_s"]
-    r20 = _evaluate(ckpt, tmp_path / "t20", "probe.t=20")  # another t: other features
-    assert not r20["probe_feature_cache"]["train"]["hit"]
+    r20 = _evaluate(ckpt, tmp_path / "t20", "probe.t=20")  # another t: other features, another file
+    assert r20["probe_feature_cache"]["train"]["path"] != cache["train"]["path"]
 
 
 def test_knn_protocol_at_smoke(smoke_ckpt, tmp_path):
