@@ -74,11 +74,12 @@ def test_probe_lr_presets_and_sources(compose):
 
 
 def test_logged_lr_is_base_lr_times_effective_batch(compose, tmp_path):
-    """On-the-fly features with accumulation: effective batch 64 = 4 x 16; read the logged metrics."""
+    """MAE's recipe (LARS, base lr 0.1) on on-the-fly features with accumulation: effective batch 64 = 4 x 16."""
     from ldae.lit.probe import PixelFeatures
     from ldae.stages import linear_probe, probe_datasets
 
-    cfg = compose("probe.cache_features=false", "probe.batch_size=64", "probe.feature_batch_size=16",
+    cfg = compose("probe.cache_features=false", "probe.optimizer=lars", "probe.lr_source=mae",
+                  "probe.batch_size=64", "probe.feature_batch_size=16",
                   "probe.epochs=2", "probe.warmup_epochs=1", "probe.num_train=128", "probe.num_val=32")
     train, val = probe_datasets(cfg, None)
     ext = PixelFeatures(cfg.data.image_size)
@@ -87,7 +88,7 @@ def test_logged_lr_is_base_lr_times_effective_batch(compose, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "csv" / "probe_pixels" / "metrics.csv")))
     peak = [float(r["probe/peak_lr"]) for r in rows if r.get("probe/peak_lr")]
     step_lrs = [float(r["probe/lr"]) for r in rows if r.get("probe/lr")]
-    expected = cfg.probe.base_lr * 64 / 256
+    expected = 0.1 * 64 / 256
     assert peak == [pytest.approx(expected)]
     assert max(step_lrs) == pytest.approx(expected)  # the end of the warm-up reaches it
     assert step_lrs[-1] < expected  # then the cosine decays, per iteration
