@@ -111,8 +111,8 @@ def require_complete(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
-    from ldae.choices import (CLEAN_INPUTS, CROPS, DATASETS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, PREDICTIONS,
-                              PROBE_OPTIMIZERS, RESUME_MODES, SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
+    from ldae.choices import (CROPS, DATASETS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, PREDICTIONS, RESUME_MODES,
+                              SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
     from ldae.models.registry import lookup
 
     require_complete(cfg)
@@ -201,15 +201,7 @@ def validate(cfg: DictConfig) -> None:
     g = cfg.get("gen")
     if g is not None and g.enabled:
         _require(g.sampler in SAMPLERS, f"unknown gen.sampler '{g.sampler}'; allowed: {', '.join(SAMPLERS)}")
-    pr = cfg.probe
-    _require(pr.optimizer in PROBE_OPTIMIZERS, f"unknown probe.optimizer '{pr.optimizer}'; allowed: {', '.join(PROBE_OPTIMIZERS)}")
-    _require(pr.clean_input in CLEAN_INPUTS, f"unknown probe.clean_input '{pr.clean_input}'; allowed: {', '.join(CLEAN_INPUTS)}")
-    _require(isinstance(pr.epochs, int) and pr.epochs >= 1, f"probe.epochs={pr.epochs} must be an integer >= 1")
-    _require(isinstance(pr.batch_size, int) and pr.batch_size >= 1, f"probe.batch_size={pr.batch_size} must be an integer >= 1")
-    _require(pr.base_lr > 0, f"probe.base_lr={pr.base_lr} must be > 0")
-    _require(not (pr.cache_features and pr.augment),
-             "probe.cache_features=true needs probe.augment=false (cached features cannot be augmented)")
-    _require(0 <= pr.t <= cfg.schedule.num_steps, f"probe.t={pr.t} must be in 0..{cfg.schedule.num_steps}")
+    _validate_probe(cfg.probe, cfg)
     # Data on disk: fail now, not after an hour of set-up.
     if d.name == "imagefolder":
         _require(bool(d.root), "data.root is required for data=imagefolder (data.root=/path/to/imagenet)")
@@ -240,6 +232,41 @@ def world_size_of(tcfg) -> int:
 
     use_gpu = tcfg.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return (torch.cuda.device_count() if use_gpu else 1) * nodes
+
+
+def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
+    """The evaluation protocol (conf/probe/): keys every protocol reads, then the protocol's own."""
+    from ldae.choices import CLEAN_INPUTS, PROBE_LR_SOURCES, PROBE_OPTIMIZERS, PROBE_POOLS, PROTOCOLS
+
+    name = pr.get("name")
+    _require(name in PROTOCOLS, f"unknown probe '{name}'; allowed: {', '.join(PROTOCOLS)}")
+    _require(pr.clean_input in CLEAN_INPUTS, f"unknown probe.clean_input '{pr.clean_input}'; allowed: {', '.join(CLEAN_INPUTS)}")
+    _require(pr.pool in PROBE_POOLS, f"unknown probe.pool '{pr.pool}'; allowed: {', '.join(PROBE_POOLS)}")
+    _require(pr.pool != "cls", "probe.pool=cls needs a class token, and the DiT encoder has none (the paper "
+             "pools globally, PAPER.md 2.4); allowed: avg")
+    _require(isinstance(pr.t, int) and 0 <= pr.t <= cfg.schedule.num_steps,
+             f"probe.t={pr.t} must be an integer in 0..{cfg.schedule.num_steps}")
+    from ldae.models.registry import lookup
+
+    depth = cfg.model.get("depth") or lookup(cfg.model.name).depth
+    _require(pr.block is None or (isinstance(pr.block, int) and 1 <= pr.block <= depth),
+             f"probe.block={pr.block} is out of range; allowed: null (the split point) or 1..{depth} (the model depth)")
+    if name == "knn":
+        _require(isinstance(pr.k, int) and pr.k >= 1, f"probe.k={pr.k} must be an integer >= 1")
+        _require(pr.temperature > 0, f"probe.temperature={pr.temperature} must be > 0")
+        return
+    _require(isinstance(pr.epochs, int) and pr.epochs >= 1, f"probe.epochs={pr.epochs} must be an integer >= 1")
+    _require(isinstance(pr.batch_size, int) and pr.batch_size >= 1, f"probe.batch_size={pr.batch_size} must be an integer >= 1")
+    _require(pr.base_lr > 0, f"probe.base_lr={pr.base_lr} must be > 0")
+    if name == "finetune":
+        _require(0 <= pr.layer_decay <= 1, f"probe.layer_decay={pr.layer_decay} must be in [0, 1]")
+        _require(0 <= pr.drop_path < 1, f"probe.drop_path={pr.drop_path} must be in [0, 1)")
+        _require(pr.batch_size >= 2, f"probe.batch_size={pr.batch_size} must be >= 2 (MixUp pairs samples)")
+        return
+    _require(pr.optimizer in PROBE_OPTIMIZERS, f"unknown probe.optimizer '{pr.optimizer}'; allowed: {', '.join(PROBE_OPTIMIZERS)}")
+    _require(pr.lr_source in PROBE_LR_SOURCES, f"unknown probe.lr_source '{pr.lr_source}'; allowed: {', '.join(PROBE_LR_SOURCES)}")
+    _require(not (pr.cache_features and pr.augment),
+             "probe.cache_features=true needs probe.augment=false (cached features cannot be augmented)")
 
 
 def _validate_tokenizer(tok: DictConfig) -> None:

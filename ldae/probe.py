@@ -1,7 +1,8 @@
-"""`ldae-probe ckpt_path=CKPT [probe=linear] [probe.t=20 ...]`: evaluate a pretraining checkpoint.
+"""`ldae-probe ckpt_path=CKPT [probe=linear|finetune|knn] [probe.t=20 ...]`: evaluate a pretraining checkpoint.
 
-Rebuilds the model from the config stored in the checkpoint (plain data, loaded with weights_only=True)
-and writes results.json in its own run folder.
+Rebuilds the model from the config stored in the checkpoint (plain data, loaded with weights_only=True),
+evaluates it with the protocol (ldae.evaluation) and writes results.json in its own run folder: `protocol`
+and its top-1 (`probe_top1` for linear, `knn_top1`, `finetune_top1`).
 """
 
 from __future__ import annotations
@@ -30,15 +31,29 @@ def load_checkpoint_config(ckpt_path: str) -> tuple[dict, dict]:
     return ckpt, config
 
 
+# Probe keys added after some checkpoints were written, with the values that reproduce what those runs did
+# (their base_lr was used as given, their augmentation cropped at scale 0.2).
+PROBE_KEYS_ADDED = {"name": "linear", "pool": "avg", "lr_source": "custom",
+                    "lr_presets": {"mae": 0.1, "paper_printed": 1.0e-4}, "disk_cache": True, "crop_min_scale": 0.2}
+
+
+def upgrade_stored_config(stored: dict) -> dict:
+    """A checkpoint's config with the probe keys it predates filled in (old checkpoints stay evaluable)."""
+    probe = stored.get("probe")
+    if isinstance(probe, dict):
+        stored = {**stored, "probe": {**PROBE_KEYS_ADDED, **probe}}
+    return {"online_probe": {"enabled": False, "t": 10, "lr": 1.0e-3}, **stored}
+
+
 def evaluate(cfg: DictConfig, output_dir: str | Path, probe_overrides: list[str] | None = None,
              whole_probe: bool = False) -> dict:
     """Probe the checkpoint `cfg.ckpt_path`. probe_overrides: `probe.KEY=VALUE` applied to the stored recipe."""
+    from ldae.evaluation import run_protocol
     from ldae.lit.pretrain import PretrainModule
-    from ldae.stages import probe_all
 
     t0 = time.time()
     ckpt, stored = load_checkpoint_config(cfg.ckpt_path)
-    run_cfg = OmegaConf.create(stored)
+    run_cfg = OmegaConf.create(upgrade_stored_config(stored))
     if whole_probe:
         run_cfg.probe = cfg.probe
     else:
@@ -53,7 +68,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path, probe_overrides: list[str]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(run_cfg, out / "config.yaml", resolve=True)
-    res = probe_all(run_cfg, module, None, out, baselines=bool(cfg.baselines))
+    res = run_protocol(run_cfg, module, out, baselines=bool(cfg.baselines))
     results = {"experiment": run_cfg.name, "scale": run_cfg.scale_name, "seed": int(run_cfg.seed),
                "ckpt_path": str(cfg.ckpt_path), "pretrain_step": int(ckpt.get("global_step", -1)),
                **res, "wall_s": time.time() - t0}
@@ -70,7 +85,10 @@ def _hydra_main(cfg: DictConfig) -> float:
     overrides = [o.lstrip("+") for o in task if o.lstrip("+").startswith("probe.")]
     whole = any(o.startswith("probe=") for o in task)
     try:
-        return evaluate(cfg, cfg.output_dir or hc.runtime.output_dir, overrides, whole)["probe_top1"]
+        from ldae.evaluation import TOP1_KEY
+
+        res = evaluate(cfg, cfg.output_dir or hc.runtime.output_dir, overrides, whole)
+        return res[TOP1_KEY[res["protocol"]]]
     except ConfigError as e:
         fail("ldae-probe", str(e))
 

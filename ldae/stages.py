@@ -19,11 +19,10 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from ldae.config import world_size_of
 from ldae.data import LDAEDataModule, build_dataset, data_fingerprint
 from ldae.data.datamodule import BadImageReport
-from ldae.data.datasets import warn_bad_images
 from ldae.data.sampling import ConsumedBatches
 from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep
 from ldae.lit.pretrain import PretrainModule, build_backbone_for
-from ldae.lit.probe import EncoderFeatures, LinearProbe, PixelFeatures, extract_features
+from ldae.lit.probe import EncoderFeatures, LinearProbe, PixelFeatures, probe_base_lr
 from ldae.tokenizers import Tokenizer, TrainableTokenizer, build_tokenizer, fit_or_load
 
 log = logging.getLogger("ldae")
@@ -144,6 +143,10 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
         ckpts.append(ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0,
                                      every_n_train_steps=cfg.checkpoint.every_n_steps))
     callbacks = [ConsumedBatches(), BadImageReport(), *ckpts, LearningRateMonitor("step")]
+    if cfg.get("online_probe") and cfg.online_probe.enabled:
+        from ldae.lit.online_probe import OnlineProbe
+
+        callbacks.append(OnlineProbe.from_config(cfg, module))
     if (kill := KillAtStep.from_env()) is not None:
         callbacks.append(kill)
     if cfg.pictures.enabled:
@@ -213,7 +216,7 @@ def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
     pr = cfg.probe
     if pr.augment:
         aug = OmegaConf.merge(cfg.data, {"crop": "random_resized", "hflip": True})
-        train = build_dataset(aug, "train")
+        train = build_dataset(aug, "train", min_scale=float(pr.get("crop_min_scale", 0.2)))
     elif dm is not None and cfg.data.crop == "center" and not cfg.data.hflip:
         train = dm.train_set
     else:
@@ -229,19 +232,14 @@ def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
 def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_set, out: Path, tag: str) -> dict:
     """Train the linear head on `extractor`'s features and return {top1, curve}."""
     pr = cfg.probe
-    # Same head init and order for every probed network, and independent of the RNG history of pretraining
-    # (so a resumed run probes exactly as an uninterrupted one).
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accel = "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
-    device = stage_device(cfg)
     fbs = int(pr.feature_batch_size)
     workers = int(cfg.data.num_workers)
+    cache_info = None
     if pr.cache_features:
-        mk = lambda ds: DataLoader(ds, batch_size=fbs, shuffle=False, num_workers=workers)  # noqa: E731
-        ftr, ytr = extract_features(extractor, mk(train_set), device, f"features {tag} train")
-        fva, yva = extract_features(extractor, mk(val_set), device, f"features {tag} val")
-        for ds, split in ((train_set, "train"), (val_set, "val")):
-            warn_bad_images(ds, f"probe features {tag} ({split})")
+        from ldae.evaluation import probe_features
+
+        ftr, ytr, fva, yva, cache_info = probe_features(cfg, extractor, train_set, val_set, tag)
         train_set, val_set, extractor_for_head = TensorDataset(ftr, ytr), TensorDataset(fva, yva), None
         batch, accum = min(pr.batch_size, len(train_set)), 1
     else:
@@ -249,7 +247,11 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
         batch = min(pr.batch_size, len(train_set))
         accum = max(1, batch // fbs)
         batch = batch // accum
-    probe = LinearProbe(feature_dim, cfg.data.num_classes, optimizer=pr.optimizer, base_lr=pr.base_lr,
+    # Same head init and order for every probed network, and independent of the RNG history of pretraining
+    # (so a resumed run probes exactly as an uninterrupted one) and of whether the features were extracted
+    # now (the loaders draw seeds) or read from the disk cache.
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    probe = LinearProbe(feature_dim, cfg.data.num_classes, optimizer=pr.optimizer, base_lr=probe_base_lr(pr),
                         batch_size=batch * accum, momentum=pr.momentum, weight_decay=pr.weight_decay,
                         warmup_epochs=pr.warmup_epochs, extractor=extractor_for_head)
     g = torch.Generator().manual_seed(int(cfg.seed))
@@ -260,9 +262,11 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
     trainer = pl.Trainer(max_epochs=pr.epochs, accelerator=accel, devices=1, logger=loggers_for(cfg, out, f"probe_{tag}"),
                          enable_checkpointing=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
                          enable_model_summary=False, accumulate_grad_batches=accum, num_sanity_val_steps=0,
-                         check_val_every_n_epoch=max(1, pr.epochs // 10), log_every_n_steps=10)
+                         check_val_every_n_epoch=max(1, pr.epochs // 10), log_every_n_steps=1)  # the per-step lr curve
     trainer.fit(probe, train_loader, val_loader)
     curve = probe.history
+    log.info("probe %s: top1 %.2f, head training %.0f samples/s (%s features)", tag, curve[-1]["top1"],
+             probe.samples_per_s, "cached" if pr.cache_features else "on-the-fly")
     if trainer.is_global_zero:
         from ldae.wandb_logger import log_pictures, set_summary
 
@@ -272,14 +276,15 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
 
             png = probe_curve(curve, out / "pictures" / f"probe_{tag}.png", title=f"{cfg.name}: probe ({tag})")
             log_pictures(trainer.loggers, {"pictures/probe_curve": png})
-    return {"top1": curve[-1]["top1"], "curve": curve, "lr": probe.lr, "batch_size": batch * accum}
+    return {"top1": curve[-1]["top1"], "curve": curve, "lr": probe.lr, "base_lr": probe.base_lr,
+            "batch_size": batch * accum, "samples_per_s": probe.samples_per_s, "feature_cache": cache_info}
 
 
 def encoder_features(cfg: DictConfig, module: PretrainModule, backbone=None) -> EncoderFeatures:
     pr = cfg.probe
     return EncoderFeatures(backbone if backbone is not None else module.encoder(pr.use_ema), module.tokenizer,
                            module.objective, module.schedule, t=pr.t, noisy=pr.noisy,
-                           clean_input=pr.clean_input, block=pr.block, seed=int(cfg.seed))
+                           clean_input=pr.clean_input, block=pr.block, seed=int(cfg.seed), pool=pr.pool)
 
 
 def probe_all(cfg: DictConfig, module: PretrainModule, dm: LDAEDataModule | None, out: Path,
@@ -290,7 +295,9 @@ def probe_all(cfg: DictConfig, module: PretrainModule, dm: LDAEDataModule | None
     t0 = time.time()
     ext = encoder_features(cfg, module)
     p = linear_probe(cfg, ext, ext.dim, train_set, val_set, out, "encoder")
-    res.update(probe_top1=p["top1"], probe_curve=p["curve"], probe_lr=p["lr"], probe_batch_size=p["batch_size"])
+    res.update(probe_top1=p["top1"], probe_curve=p["curve"], probe_lr=p["lr"], probe_base_lr=p["base_lr"],
+               probe_batch_size=p["batch_size"], probe_train_samples_per_s=p["samples_per_s"],
+               probe_feature_cache=p["feature_cache"])
     if baselines:
         pix = PixelFeatures(cfg.data.image_size)
         res["baseline_pixels_top1"] = linear_probe(cfg, pix, pix.dim, train_set, val_set, out, "pixels")["top1"]

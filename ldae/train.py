@@ -30,6 +30,9 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
 
     t0 = time.time()
     validate(cfg)
+    if cfg.probe.name != "linear":
+        raise ConfigError(f"ldae-train runs the linear probe (probe=linear, got probe={cfg.probe.name}); evaluate "
+                          f"its checkpoint with `ldae-probe ckpt_path=RUN/checkpoints/last.ckpt probe={cfg.probe.name}`")
     out, ckpt_path = resume_point(cfg, Path(output_dir))
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)

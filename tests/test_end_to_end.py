@@ -59,6 +59,19 @@ def test_probe_cli_logic_rebuilds_from_checkpoint(smoke_run, tmp_path):
     assert (tmp_path / "results.json").exists()
 
 
+def test_probe_reproduces_the_runs_probe_top1_exactly(smoke_run, tmp_path):
+    """Same seed, features recomputed from the rebuilt checkpoint (disk cache off): the same curve."""
+    from ldae.config import compose_config
+    from ldae.probe import evaluate
+
+    out, res = smoke_run
+    cfg = compose_config([f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "probe.disk_cache=false"], "eval")
+    r = evaluate(cfg, tmp_path, ["probe.disk_cache=false"])
+    assert r["protocol"] == "linear" and r["probe_feature_cache"]["train"]["hit"] is False
+    assert r["probe_top1"] == res["probe_top1"] and r["probe_curve"] == res["probe_curve"]
+    assert res["probe_train_samples_per_s"] > 0 and r["probe_train_samples_per_s"] > 0
+
+
 def _cli(*args, timeout=120):
     return run_cli("ldae-train", *args, timeout=timeout)
 

@@ -28,13 +28,14 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(127.5).sub_(1.0)
 
 
-def train_transform(image_size: int, crop: str, hflip: bool):
-    """Augmentation on uint8 CHW tensors; None when the paper's default (center crop, no flip) applies."""
+def train_transform(image_size: int, crop: str, hflip: bool, min_scale: float = 0.2):
+    """Augmentation on uint8 CHW tensors; None when the paper's default (center crop, no flip) applies.
+    min_scale: RandomResizedCrop's smallest area (0.2: MAE's pretraining; the linear probe passes 0.08)."""
     if crop not in CROPS:
         raise DataError(f"unknown data.crop '{crop}'; allowed: {', '.join(CROPS)}")
     ops = []
     if crop == "random_resized":
-        ops.append(v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True))
+        ops.append(v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True))
     if hflip:
         ops.append(v2.RandomHorizontalFlip())
     return v2.Compose(ops) if ops else None
@@ -121,7 +122,7 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, root: str, split: str, image_size: int, crop: str, hflip: bool, limit: int | None,
-                 labels: bool = True):
+                 labels: bool = True, min_scale: float = 0.2):
         import multiprocessing as mp
 
         from torchvision.datasets.folder import default_loader
@@ -152,7 +153,7 @@ class ImageFolderDataset(Dataset):
         self._bad = mp.Value("i", 0)  # shared with loader workers
         ops = [v2.ToImage()]
         if crop == "random_resized":
-            ops.append(v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True))
+            ops.append(v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True))
         else:
             ops += [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
         if hflip:
@@ -200,13 +201,15 @@ def warn_bad_images(dataset, what: str) -> int:
     return n
 
 
-def build_dataset(cfg, split: str, augment: bool = True) -> Dataset:
-    """cfg: the `data` config node; split: train | val. augment=False gives the clean (center-crop) view."""
+def build_dataset(cfg, split: str, augment: bool = True, min_scale: float = 0.2) -> Dataset:
+    """cfg: the `data` config node; split: train | val. augment=False gives the clean (center-crop) view.
+    min_scale: the smallest RandomResizedCrop area when cfg.crop=random_resized."""
     name, size = cfg.name, cfg.image_size
     crop, hflip = (cfg.crop, cfg.hflip) if augment and split == "train" else ("center", False)
     limit = cfg.num_train if split == "train" else cfg.num_val
     if name == "imagefolder":
-        return ImageFolderDataset(cfg.root, split, size, crop, hflip, limit, labels=cfg.get("labels", True))
+        return ImageFolderDataset(cfg.root, split, size, crop, hflip, limit, labels=cfg.get("labels", True),
+                                  min_scale=min_scale)
     if name == "shapes":
         from ldae.data.shapes import make_shapes
 
@@ -221,7 +224,7 @@ def build_dataset(cfg, split: str, augment: bool = True) -> Dataset:
         images, labels = _subset(*load_cifar10(cfg.root, split, cfg.download), limit)
     else:
         raise DataError(f"unknown data '{name}'; allowed: {', '.join(DATASETS)}")
-    return TensorImageDataset(resize_center(images, size), labels, train_transform(size, crop, hflip))
+    return TensorImageDataset(resize_center(images, size), labels, train_transform(size, crop, hflip, min_scale))
 
 
 def data_fingerprint(cfg) -> dict:

@@ -8,6 +8,8 @@ or on features computed on the fly from augmented images by the frozen extractor
 
 from __future__ import annotations
 
+import time
+
 import pytorch_lightning as pl
 import torch
 from timm.layers import trunc_normal_
@@ -19,37 +21,67 @@ from tqdm.auto import tqdm
 from ldae.diffusion.noise import STREAM_EPS, keyed_normal, sample_keys
 from ldae.lit.schedules import warmup_cosine
 
-from ldae.choices import CLEAN_INPUTS, PROBE_OPTIMIZERS
+from ldae.choices import CLEAN_INPUTS, PROBE_OPTIMIZERS, PROBE_POOLS
+
+
+def check_pool(pool: str) -> None:
+    """Only global average pooling exists: the DiT encoder has no class token (PAPER.md 2.4)."""
+    if pool not in PROBE_POOLS:
+        raise ValueError(f"unknown probe.pool '{pool}'; allowed: {', '.join(PROBE_POOLS)}")
+    if pool == "cls":
+        raise ValueError("probe.pool=cls needs a class token, and the DiT encoder has none (the paper pools "
+                         "globally, PAPER.md 2.4); allowed: avg")
+
+
+def probe_base_lr(pr) -> float:
+    """The probe's BASE lr (x effective batch / 256) named by probe.lr_source: a preset or probe.base_lr."""
+    src = pr.get("lr_source", "custom")
+    return float(pr.base_lr if src == "custom" else pr.lr_presets[src])
+
+
+def clean_network_input(x: torch.Tensor, tokenizer, objective, clean_input: str = "projected") -> torch.Tensor:
+    """The noise-free network input of images x: the latent, the projected image, or the image itself."""
+    if objective.input == "latent":
+        return tokenizer.encode(x)
+    return x if clean_input == "original" else tokenizer.decode(tokenizer.encode(x))
 
 
 class EncoderFeatures(nn.Module):
     """Image batch -> (B, width) features of a frozen DiT encoder, as the probe config asks."""
 
     def __init__(self, backbone, tokenizer, objective, schedule, t: int = 10, noisy: bool = False,
-                 clean_input: str = "projected", block: int | None = None, seed: int = 0):
+                 clean_input: str = "projected", block: int | None = None, seed: int = 0, pool: str = "avg"):
         super().__init__()
+        check_pool(pool)
         if clean_input not in CLEAN_INPUTS:
             raise ValueError(f"unknown probe.clean_input '{clean_input}'; allowed: {', '.join(CLEAN_INPUTS)}")
         if not 0 <= t <= schedule.num_steps:
             raise ValueError(f"probe.t={t} must be in 0..{schedule.num_steps}")
         self.backbone, self.tokenizer, self.objective, self.schedule = backbone, tokenizer, objective, schedule
         self.t, self.noisy, self.clean_input, self.block, self.seed = t, noisy, clean_input, block, seed
+        self.pool = pool
         self.requires_grad_(False)
 
     @property
     def dim(self) -> int:
         return self.backbone.hidden_size
 
+    def identity(self) -> dict:
+        """What the features depend on besides the images: the weights and the probe settings (cache key)."""
+        from ldae.lit.feature_cache import weights_digest
+
+        return {"kind": "encoder", "weights": weights_digest(self.backbone, self.tokenizer), "t": self.t,
+                "noisy": self.noisy, "seed": self.seed if self.noisy else None, "clean_input": self.clean_input,
+                "block": self.block, "pool": self.pool, "input": self.objective.input}
+
     def network_input(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        if self.noisy:
-            z0 = self.tokenizer.encode(x)
-            idx = index if index is not None else torch.arange(x.shape[0], device=x.device)
-            eps = keyed_normal(sample_keys(self.seed, 0, idx), tuple(z0.shape[1:]), STREAM_EPS, z0.dtype)
-            t = torch.full((x.shape[0],), self.t, device=x.device, dtype=torch.long)
-            return self.objective.network_input(self.schedule.corrupt(z0, eps, t), self.tokenizer)
-        if self.objective.input == "latent":
-            return self.tokenizer.encode(x)
-        return x if self.clean_input == "original" else self.tokenizer.decode(self.tokenizer.encode(x))
+        if not self.noisy:
+            return clean_network_input(x, self.tokenizer, self.objective, self.clean_input)
+        z0 = self.tokenizer.encode(x)
+        idx = index if index is not None else torch.arange(x.shape[0], device=x.device)
+        eps = keyed_normal(sample_keys(self.seed, 0, idx), tuple(z0.shape[1:]), STREAM_EPS, z0.dtype)
+        t = torch.full((x.shape[0],), self.t, device=x.device, dtype=torch.long)
+        return self.objective.network_input(self.schedule.corrupt(z0, eps, t), self.tokenizer)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -64,6 +96,9 @@ class PixelFeatures(nn.Module):
     def __init__(self, image_size: int):
         super().__init__()
         self.dim = 3 * image_size * image_size
+
+    def identity(self) -> dict:
+        return {"kind": "pixels"}
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,6 +141,23 @@ class LinearProbe(pl.LightningModule):
         self.lr = base_lr * batch_size / 256  # lr = base lr x effective batch / 256 (MAE)
         self._correct = self._total = 0
         self.history: list[dict] = []  # (epoch, top1) after each validation: the probe's accuracy curve
+        self.train_samples, self.train_seconds = 0, 0.0  # head-training throughput (samples/s)
+        self._epoch_t0 = 0.0
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.train_samples / max(self.train_seconds, 1e-9)
+
+    def on_train_start(self) -> None:
+        # The recipe as numbers: lr = base lr x effective batch / 256 (MAE), both logged.
+        self.log_dict({"probe/base_lr": float(self.base_lr), "probe/effective_batch": float(self.batch_size),
+                       "probe/peak_lr": float(self.lr)}, sync_dist=False)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_t0 = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        self.train_seconds += time.perf_counter() - self._epoch_t0
 
     def features(self, batch):
         if self.extractor is None:
@@ -116,7 +168,9 @@ class LinearProbe(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         f, y = self.features(batch)
         loss = nn.functional.cross_entropy(self.head(f), y)
+        self.train_samples += y.shape[0]
         self.log("probe/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("probe/lr", self.optimizers().param_groups[0]["lr"], sync_dist=False)  # per step: the schedule
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -137,6 +191,13 @@ class LinearProbe(pl.LightningModule):
             self.history.append({"epoch": self.current_epoch, "top1": top1})
 
     def configure_optimizers(self):
+        opt = self.build_optimizer()
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        sched = warmup_cosine(opt, self.warmup_epochs * per_epoch, total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
         weights = [p for p in self.head.parameters() if p.ndim > 1]
         others = [p for p in self.head.parameters() if p.ndim <= 1]
         if self.opt_name == "lars":
@@ -151,7 +212,4 @@ class LinearProbe(pl.LightningModule):
         else:
             opt = torch.optim.AdamW([{"params": weights, "weight_decay": self.weight_decay},
                                      {"params": others, "weight_decay": 0.0}], lr=self.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-        sched = warmup_cosine(opt, self.warmup_epochs * per_epoch, total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt
