@@ -15,7 +15,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
-from ldae.resume import find_unfinished, latest_checkpoint, register
+from ldae.distributed import end_job, is_rank_zero, job_run_dir
+from ldae.resume import find_unfinished, fingerprint, latest_checkpoint, register
 from ldae.utils.io import atomic_write_json
 
 log = logging.getLogger("ldae")
@@ -31,8 +32,10 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     validate(cfg)
     out, ckpt_path = resume_point(cfg, Path(output_dir))
     out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-    run_id = register(cfg, out)
+    run_id = fingerprint(cfg)
+    if is_rank_zero():  # file writes on rank 0 only (DDP ranks > 0 run the same job into the same folder)
+        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+        register(cfg, out)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module, dm, info = pretrain(cfg, out, ckpt_path)
     probe = probe_all(cfg, module, dm, out, baselines=bool(cfg.baselines))
@@ -60,6 +63,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     if notes:
         results["notes"] = notes
         results.update(tok.describe())
+    if not is_rank_zero():
+        return results
     atomic_write_json(out / "results.json", results)
     log.info("results: probe_top1=%.2f pixels=%s random=%s loss=%.4f wall=%.0fs -> %s",
              results["probe_top1"], results.get("baseline_pixels_top1"), results.get("baseline_random_top1"),
@@ -94,7 +99,8 @@ def tokenizer_notes(tok) -> list[str]:
 def _hydra_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    out = cfg.output_dir or HydraConfig.get().runtime.output_dir
+    # DDP ranks > 0 get rank 0's folder (ldae/distributed.py): one run folder per job.
+    out = job_run_dir() or cfg.output_dir or HydraConfig.get().runtime.output_dir
     from ldae.data.datasets import DataError
     from ldae.lit.pretrain import NonFiniteLossError
 
@@ -102,6 +108,8 @@ def _hydra_main(cfg: DictConfig) -> float:
         return run(cfg, out)["probe_top1"]
     except (ConfigError, DataError, NonFiniteLossError) as e:
         fail("ldae-train", str(e))
+    finally:
+        end_job()  # retire this job's DDP ranks, so the next job of a sweep starts its own
 
 
 def cli() -> None:

@@ -217,7 +217,8 @@ class PretrainModule(pl.LightningModule):
         sched = warmup_cosine(opt, int(o.warmup_epochs * steps_per_epoch), total,
                               min_ratio=o.min_lr / self.lr if self.lr > 0 else 0.0)
         self._opt_info = {"lr": self.lr, "base_lr": o.base_lr, "effective_batch": effective,
-                          "world_size": world, "accumulate_grad_batches": accum}
+                          "world_size": world, "accumulate_grad_batches": accum,
+                          "device_batch": self.trainer.datamodule.device_batch if self.trainer is not None else effective}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_start(self) -> None:
