@@ -210,6 +210,7 @@ def validate(cfg: DictConfig) -> None:
     _require(not (pr.cache_features and pr.augment),
              "probe.cache_features=true needs probe.augment=false (cached features cannot be augmented)")
     _require(0 <= pr.t <= cfg.schedule.num_steps, f"probe.t={pr.t} must be in 0..{cfg.schedule.num_steps}")
+    _validate_speed(cfg.get("speed"))
     # Data on disk: fail now, not after an hour of set-up.
     if d.name == "imagefolder":
         _require(bool(d.root), "data.root is required for data=imagefolder (data.root=/path/to/imagenet)")
@@ -240,6 +241,19 @@ def world_size_of(tcfg) -> int:
 
     use_gpu = tcfg.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return (torch.cuda.device_count() if use_gpu else 1) * nodes
+
+
+def _validate_speed(sp) -> None:
+    from ldae.speed import COMPILE_BACKENDS, COMPILE_MODES
+
+    if sp is None:
+        return
+    _require(sp.compile_mode in COMPILE_MODES, f"unknown speed.compile_mode '{sp.compile_mode}'; allowed: {', '.join(COMPILE_MODES)}")
+    _require(sp.compile_backend in COMPILE_BACKENDS,
+             f"unknown speed.compile_backend '{sp.compile_backend}'; allowed: {', '.join(COMPILE_BACKENDS)}")
+    _require(sp.fused_adamw in ("auto", True, False), f"speed.fused_adamw={sp.fused_adamw} must be auto, true or false")
+    for key in ("compile", "tf32", "fused_attention", "ema_foreach", "activation_checkpointing", "channels_last"):
+        _require(isinstance(sp[key], bool), f"speed.{key}={sp[key]} must be true or false")
 
 
 def _validate_tokenizer(tok: DictConfig) -> None:

@@ -17,6 +17,7 @@ STREAM_POSTERIOR = 0x5EED0004
 from ldae.lit.schedules import warmup_cosine
 from ldae.models import build_backbone, lookup
 from ldae.models.dit import DiT
+from ldae.speed import adamw_kwargs, prepare_backbone, prepare_tokenizer, set_tf32, speed_of
 from ldae.tokenizers import Tokenizer, build_tokenizer
 
 
@@ -89,13 +90,17 @@ class PretrainModule(pl.LightningModule):
         self.cfg = cfg
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg.tokenizer)
         self.tokenizer.requires_grad_(False)
+        self.speed = speed_of(cfg)
+        prepare_tokenizer(self.tokenizer, self.speed)
         self.objective = build_objective(cfg)
         self.schedule = schedule_from_config(cfg.schedule)
         self.backbone = build_backbone_for(cfg, self.tokenizer, self.objective)
         self.ema = None
         if cfg.optim.ema:
-            self.ema = ModelEmaV3(self.backbone, decay=cfg.optim.ema_decay, use_warmup=cfg.optim.ema_warmup)
+            self.ema = ModelEmaV3(self.backbone, decay=cfg.optim.ema_decay, use_warmup=cfg.optim.ema_warmup,
+                                  foreach=self.speed["ema_foreach"])
             self.ema.requires_grad_(False)
+        prepare_backbone(self.backbone, self.speed)  # after the EMA copy: only the trained network compiles
         self.class_cond = bool(cfg.model.class_cond)
         self.lr = None  # the absolute lr, set in configure_optimizers (logged)
         self._loss_sum, self._loss_n = 0.0, 0
@@ -135,15 +140,22 @@ class PretrainModule(pl.LightningModule):
             m = m + (0.5 * lv).exp() * keyed_normal(keys, tuple(m.shape[1:]), STREAM_POSTERIOR, dtype=m.dtype)
         return self.tokenizer.norm(m)
 
-    def training_step(self, batch, batch_idx):
+    def step_loss(self, batch, epoch: int) -> tuple[torch.Tensor, dict]:
+        """The whole pretraining path of one batch (encode, corrupt, backbone, objective); bench.py times it."""
         if len(batch) == 4:  # the latent cache: (mean, logvar, y, index), no image
             mean, logvar, y, index = batch
-            x, z0 = None, self.latents_from_cache(mean, logvar, index, self.current_epoch)
+            x, z0 = None, self.latents_from_cache(mean, logvar, index, epoch)
         else:
             (x, y, index), z0 = batch, None
-        z0, eps, t, inp = self.corrupt(x, index, self.current_epoch, z0)
+        z0, eps, t, inp = self.corrupt(x, index, epoch, z0)
         pred = self.backbone(inp, t, y if self.class_cond else None)  # labels dropped to null at class_dropout
-        loss, terms = self.loss(pred, x, z0, eps, t)
+        return self.loss(pred, x, z0, eps, t)
+
+    def setup(self, stage: str) -> None:
+        set_tf32(self.speed["tf32"])
+
+    def training_step(self, batch, batch_idx):
+        loss, terms = self.step_loss(batch, self.current_epoch)
         if not self._all_finite(loss):
             return self._nonfinite(loss)
         # sync_dist all-reduces: the logged loss is the global mean on any number of devices.
@@ -208,8 +220,9 @@ class PretrainModule(pl.LightningModule):
         # The effective batch is what one optimiser step sees: it equals data.batch_size by construction.
         effective = self.cfg.data.batch_size
         self.lr = o.base_lr * effective / 256
+        on_cuda = next(self.backbone.parameters()).is_cuda
         opt = torch.optim.AdamW(self.backbone.parameters(), lr=self.lr, betas=tuple(o.betas),
-                                weight_decay=o.weight_decay)
+                                weight_decay=o.weight_decay, **adamw_kwargs(self.speed, on_cuda))
         # Counted here, not with trainer.estimated_stepping_batches: that builds the train loader before the
         # checkpoint is restored, so a mid-epoch resume would lose the loader position.
         steps_per_epoch = max(1, len(self.trainer.datamodule.train_dataloader()) // accum)
