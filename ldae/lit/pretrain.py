@@ -9,11 +9,9 @@ from timm.utils import ModelEmaV3
 
 from ldae.diffusion import Objective
 from ldae.diffusion.schedules import schedule_from_config
-from ldae.diffusion.noise import STREAM_EPS, STREAM_T, keyed_normal, keyed_uniform_int, sample_keys
+from ldae.diffusion.noise import (STREAM_EPS, STREAM_FLIP, STREAM_POSTERIOR, STREAM_T, keyed_normal,  # noqa: F401
+                                  keyed_uniform_int, sample_keys)
 from ldae.lit.checkpointing import rng_states, set_rng_states
-
-STREAM_FLIP = 0x5EED0003  # the latent cache's flip and posterior sample: independent of t and ε
-STREAM_POSTERIOR = 0x5EED0004
 from ldae.lit.schedules import warmup_cosine
 from ldae.models import build_backbone, lookup
 from ldae.models.dit import DiT
@@ -112,9 +110,9 @@ class PretrainModule(pl.LightningModule):
     @torch.no_grad()
     def corrupt(self, x: torch.Tensor | None, index: torch.Tensor, epoch: int, z0: torch.Tensor | None = None):
         """Encode, draw t and ε keyed on (seed, epoch, index), corrupt. Returns z0, eps, t, network input."""
-        if z0 is None:
-            z0 = self.tokenizer.encode(x)  # (B, d, h, w)
         keys = sample_keys(int(self.cfg.seed), epoch, index)
+        if z0 is None:
+            z0 = self.tokenizer.encode_keyed(x, keys)  # (B, d, h, w); a posterior sample keyed like ε
         t = keyed_uniform_int(keys, 1, self.schedule.num_steps + 1, STREAM_T)  # (B,) in 1..T
         eps = keyed_normal(keys, tuple(z0.shape[1:]), STREAM_EPS, dtype=z0.dtype)  # (B, d, h, w)
         z_t = self.schedule.corrupt(z0, eps, t)
