@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -99,40 +100,65 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_variant(cfg: DictConfig, tokenizer, batch, steps: int, warmup: int, device: torch.device) -> dict:
-    """Seconds per optimiser step of the PretrainModule path (forward, backward, AdamW, EMA)."""
-    from ldae.lit.pretrain import PretrainModule
-    from ldae.speed import set_tf32
+class StepRunner:
+    """One variant's PretrainModule and AdamW, kept alive so that variants can be timed in turns."""
 
-    torch.manual_seed(int(cfg.seed))  # the same initial weights in every variant: comparable losses
-    module = PretrainModule(OmegaConf.to_container(cfg, resolve=True), copy.deepcopy(tokenizer)).to(device)
-    module.train()
-    module.tokenizer.eval()
-    set_tf32(module.speed["tf32"])
-    opt = torch.optim.AdamW(module.backbone.parameters(), lr=1e-4, **adamw_kwargs(module.speed, device.type == "cuda"))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    def __init__(self, cfg: DictConfig, tokenizer, batch, device: torch.device):
+        from ldae.lit.pretrain import PretrainModule
+        from ldae.speed import set_tf32
 
-    def step():
-        with autocast_for(cfg, device):
-            loss, _ = module.step_loss(batch, epoch=0)
+        self.cfg, self.batch, self.device = cfg, batch, device
+        torch.manual_seed(int(cfg.seed))  # the same initial weights in every variant: comparable losses
+        module = PretrainModule(OmegaConf.to_container(cfg, resolve=True), copy.deepcopy(tokenizer)).to(device)
+        module.train()
+        module.tokenizer.eval()
+        self.module = module
+        self.tf32 = module.speed["tf32"]
+        set_tf32(self.tf32)
+        self.opt = torch.optim.AdamW(module.backbone.parameters(), lr=1e-4,
+                                     **adamw_kwargs(module.speed, device.type == "cuda"))
+        self.loss = float("nan")
+
+    def step(self) -> torch.Tensor:
+        """forward (encode, corrupt, backbone, objective), backward, AdamW, EMA."""
+        m = self.module
+        with autocast_for(self.cfg, self.device):
+            loss, _ = m.step_loss(self.batch, epoch=0)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if module.ema is not None:
-            module.ema.update(module.backbone)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if m.ema is not None:
+            m.ema.update(m.backbone)
         return loss
 
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    _sync(device)
-    dt = (time.perf_counter() - t0) / steps
-    mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mib()
-    return {"step_s": dt, "loss": float(loss.detach()), "peak_mem_mib": mem}
+    def persistent_mib(self) -> float:
+        """Weights, buffers (EMA, tokenizer) and optimiser state this variant keeps between steps."""
+        tensors = [*self.module.parameters(), *self.module.buffers()]
+        tensors += [v for st in self.opt.state.values() for v in st.values() if torch.is_tensor(v)]
+        return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+    def time(self, steps: int) -> tuple[float, float]:
+        """(seconds per step, peak MiB): CUDA: persistent state + the largest transient allocation of these
+        steps (other variants' resident modules excluded); CPU: the process's peak RSS."""
+        from ldae.speed import set_tf32
+
+        set_tf32(self.tf32)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            _sync(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loss = self.step()
+        _sync(self.device)
+        dt = (time.perf_counter() - t0) / steps
+        self.loss = float(loss.detach())
+        if cuda:
+            mem = self.persistent_mib() + (torch.cuda.max_memory_allocated(self.device) - before) / 2**20
+        else:
+            mem = _rss_mib()
+        return dt, mem
 
 
 def step_flops(cfg: DictConfig, tokenizer, batch, device: torch.device) -> int:
@@ -163,21 +189,33 @@ def bench_step(cfg: DictConfig) -> tuple[list[dict], dict]:
     tokenizer = fitted_tokenizer(cfg, batch[0].cpu()).to(device)
     peak = matmul_peak(device, b.matmul_size)
     flops = step_flops(cfg, tokenizer, batch, device)
+    runners = {}
+    for name in b.variants:  # build and warm every variant first (compile happens here)
+        runners[name] = StepRunner(variant_config(cfg, name), tokenizer, batch, device)
+        for _ in range(int(b.warmup)):
+            runners[name].step()
+    times = {name: [] for name in runners}
+    mems = {name: 0.0 for name in runners}
+    for _ in range(int(b.repeats)):  # variants in turns: a busy machine slows all of them alike
+        for name, runner in runners.items():
+            dt, mem = runner.time(int(b.steps))
+            times[name].append(dt)
+            mems[name] = max(mems[name], mem)
     rows = []
-    for name in b.variants:
-        vcfg = variant_config(cfg, name)
-        r = time_variant(vcfg, tokenizer, batch, int(b.steps), int(b.warmup), device)
-        tflops = flops / r["step_s"] / 1e12
+    for name, runner in runners.items():
+        dt = statistics.median(times[name])
+        tflops = flops / dt / 1e12
         rows.append({"variant": name, "overrides": dict(cfg.bench.switches[name]), "batch": n,
-                     "images_per_s": n / r["step_s"], "step_ms": 1e3 * r["step_s"], "tflops": tflops,
-                     "mfu": tflops / peak["tflops"], "peak_mem_mib": r["peak_mem_mib"], "loss": r["loss"]})
+                     "images_per_s": n / dt, "images_per_s_min": n / max(times[name]),
+                     "images_per_s_max": n / min(times[name]), "step_ms": 1e3 * dt, "tflops": tflops,
+                     "mfu": tflops / peak["tflops"], "peak_mem_mib": mems[name], "loss": runner.loss})
     base = rows[0]["images_per_s"]
     for r in rows:
         r["ratio"] = r["images_per_s"] / base
     facts = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
              "threads": torch.get_num_threads(), "model": cfg.model.name, "image_size": int(cfg.data.image_size),
              "tokenizer": cfg.tokenizer.name, "gflops_per_image": flops / n / 1e9, "matmul_peak": peak,
-             "steps": int(b.steps), "warmup": int(b.warmup)}
+             "steps": int(b.steps), "warmup": int(b.warmup), "repeats": int(b.repeats)}
     return rows, facts
 
 
@@ -187,12 +225,14 @@ def step_table(rows: list[dict], facts: dict) -> str:
     head = (f"Pretraining step on {facts['device']} ({facts['threads']} threads): model {facts['model']}, "
             f"{facts['image_size']} px, tokenizer {facts['tokenizer']}, {facts['gflops_per_image']:.3f} GFLOP/image "
             f"(forward+backward), matmul peak {p['tflops']:.3f} TFLOP/s ({p['dtype']}, n={p['n']}), "
-            f"{facts['steps']} timed steps after {facts['warmup']} warm-up.\n\n")
-    lines = [f"| variant | overrides | batch | img/s | step ms | TFLOP/s | MFU | {mem} | ratio |",
-             "|---|---|---|---|---|---|---|---|---|"]
+            f"{facts['warmup']} warm-up steps, then {facts['repeats']} turns of {facts['steps']} timed steps per "
+            f"variant, variants in rotation; img/s is the median turn (range: slowest-fastest turn).\n\n")
+    lines = [f"| variant | overrides | batch | img/s | img/s range | step ms | TFLOP/s | MFU | {mem} | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ov = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in r["overrides"].items()) or "-"
-        lines.append(f"| {r['variant']} | {ov} | {r['batch']} | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | "
+        lines.append(f"| {r['variant']} | {ov} | {r['batch']} | {r['images_per_s']:.1f} | "
+                     f"{r['images_per_s_min']:.1f}-{r['images_per_s_max']:.1f} | {r['step_ms']:.1f} | "
                      f"{r['tflops']:.4f} | {100 * r['mfu']:.1f}% | {r['peak_mem_mib']:.0f} | {r['ratio']:.2f} |")
     return head + "\n".join(lines) + "\n"
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_cli_prints_and_writes_the_step_table(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench.py"), "scale=smoke", "bench.steps=2",
-                        "bench.warmup=1", "bench.variants=[base,checkpointing]", f"hydra.run.dir={tmp_path}"],
+                        "bench.warmup=1", "bench.repeats=2", "bench.variants=[base,checkpointing]", f"hydra.run.dir={tmp_path}"],
                        capture_output=True, text=True, timeout=180, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| variant | overrides | batch | img/s |" in r.stdout
