@@ -260,7 +260,8 @@ def bench_loader(cfg: DictConfig) -> tuple[list[dict], dict]:
     from ldae.data.datamodule import split_batch
 
     b = cfg.bench
-    batch, _ = split_batch(int(cfg.data.batch_size), 1, cfg.data.get("device_batch_size"))
+    per_device, _ = split_batch(int(cfg.data.batch_size), 1, cfg.data.get("device_batch_size"))
+    batch = int(b.batch_size or per_device)
     with tempfile.TemporaryDirectory(prefix="ldae-bench-jpegs-") as tmp:
         dcfg = copy.deepcopy(cfg.data)
         OmegaConf.set_struct(dcfg, False)
@@ -272,9 +273,10 @@ def bench_loader(cfg: DictConfig) -> tuple[list[dict], dict]:
         else:
             source = f"imagefolder {cfg.data.root}"
         ds = build_dataset(dcfg, "train")
+        batch = min(batch, max(1, len(ds) // 4))  # at least 3 timed batches after the untimed first one
         rows = []
         for w in b.loader_workers:
-            loader = DataLoader(ds, batch_size=min(batch, len(ds)), shuffle=True, num_workers=int(w),
+            loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=int(w),
                                 drop_last=True, persistent_workers=False)
             it = iter(loader)
             next(it)  # workers started and warm

@@ -149,9 +149,10 @@ def trainer_kwargs(tcfg, run_dir: str | None, **extra) -> dict:
     return kw
 
 
-def end_job() -> None:
-    """After a job: wait for the ranks it started, close its process group, and restore rank 0's
-    environment, so the next job of a sweep launches its own ranks."""
+def end_job(ok: bool = True) -> None:
+    """After a job: wait for the ranks it started (kill them if the job failed: they would wait in a
+    collective until its timeout), close its process group, and restore rank 0's environment, so the next
+    job of a sweep launches its own ranks."""
     global _saved_env
     import torch.distributed as dist
 
@@ -159,7 +160,10 @@ def end_job() -> None:
         dist.destroy_process_group()
     while _children:
         proc = _children.pop()
-        if proc.wait() != 0:
+        if not ok:
+            proc.kill()
+            proc.wait()
+        elif proc.wait() != 0:
             raise RuntimeError(f"DDP rank process {proc.args} exited with code {proc.returncode}")
     if _saved_env is not None:
         for k, v in _saved_env.items():

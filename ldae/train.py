@@ -104,12 +104,15 @@ def _hydra_main(cfg: DictConfig) -> float:
     from ldae.data.datasets import DataError
     from ldae.lit.pretrain import NonFiniteLossError
 
+    ok = False
     try:
-        return run(cfg, out)["probe_top1"]
+        top1 = run(cfg, out)["probe_top1"]
+        ok = True
+        return top1
     except (ConfigError, DataError, NonFiniteLossError) as e:
         fail("ldae-train", str(e))
     finally:
-        end_job()  # retire this job's DDP ranks, so the next job of a sweep starts its own
+        end_job(ok)  # retire this job's DDP ranks, so the next job of a sweep starts its own
 
 
 def cli() -> None:

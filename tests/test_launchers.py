@@ -72,3 +72,19 @@ def test_torchrun_two_ranks_write_one_run_folder(tmp_path):
     assert len(runs) == 1 and runs[0].name.startswith("torchrun-")
     res = json.loads((runs[0] / "results.json").read_text())
     assert res["world_size"] == 2 and res["device_batch_size"] == 32
+
+
+def test_launched_world_size_counts_processes_that_exist(monkeypatch):
+    """The latent cache shards over the processes that exist before `fit` (torchrun/SLURM: all of them;
+    Lightning's launcher: rank 0 alone, the others start inside `fit`)."""
+    from ldae.distributed import launched_world_size
+
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(k, raising=False)
+    assert launched_world_size() == 1
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert launched_world_size() == 8
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "1")
+    assert launched_world_size() == 4

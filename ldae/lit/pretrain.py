@@ -234,7 +234,7 @@ class PretrainModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         for k, v in self._opt_info.items():
-            self.log(f"pretrain/{k}", float(v), sync_dist=False, rank_zero_only=True)
+            self.log(f"pretrain/{k}", float(v), sync_dist=True)  # the same on every rank: the mean is the value
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)
