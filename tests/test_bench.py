@@ -31,10 +31,10 @@ def test_bench_cli_prints_and_writes_the_step_table(tmp_path):
 def test_bench_loader_times_synthetic_jpegs(compose, tmp_path):
     from ldae.bench import bench_loader, loader_table
 
-    cfg = compose("scale=smoke", "bench.loader=true", "bench.loader_images=48", "bench.loader_workers=[0,1]", "data.batch_size=16",
+    cfg = compose("scale=smoke", "bench.loader=true", "bench.loader_images=64", "bench.loader_workers=[0,1]", "data.batch_size=16",
                   config_name="bench")
     rows, facts = bench_loader(cfg)
-    assert [r["workers"] for r in rows] == [0, 1] and all(r["images"] == 32 for r in rows)
+    assert [r["workers"] for r in rows] == [0, 1] and all(r["images"] == 48 for r in rows)
     assert "synthetic JPEGs 20x20" in loader_table(rows, facts)
 
 
