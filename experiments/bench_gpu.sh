@@ -25,8 +25,10 @@ print("correctness: every variant's loss agrees with fp32 base", {k: round(v["lo
 PYEOF
 
 # 2. Paper scale: l-DAE at DiT-L size (24 blocks of 1024, split 12/12), 256 px, 16 px patches = 256 tokens,
-#    PCA tokenizer, per-GPU batch 64; fp32+TF32 vs bf16, each with and without compile.
+#    PCA tokenizer, per-GPU batch 64; fp32+TF32 vs bf16, each with and without compile. (scale=paper itself
+#    runs bf16 + compile: the base variant here is reset to fp32+TF32 without compile, DiT's loop as shipped.)
 $PY experiments/bench.py scale=paper data=shapes data.num_classes=1000 model.name=DiT-L bench.batch_size=64 \
+    trainer.precision=32-true speed.compile=false \
     bench.steps=20 bench.warmup=5 'bench.variants=[base,compile,bf16,bf16_compile]' hydra.run.dir="$OUT/paper"
 
 # 3. The data path alone: ImageNet-sized JPEGs (400 px) -> 256 px center crops, 4/8/16 loader workers.
