@@ -202,6 +202,7 @@ def validate(cfg: DictConfig) -> None:
     if g is not None and g.enabled:
         _require(g.sampler in SAMPLERS, f"unknown gen.sampler '{g.sampler}'; allowed: {', '.join(SAMPLERS)}")
     _validate_probe(cfg.probe, cfg)
+    _validate_speed(cfg.get("speed"))
     # Data on disk: fail now, not after an hour of set-up.
     if d.name == "imagefolder":
         _require(bool(d.root), "data.root is required for data=imagefolder (data.root=/path/to/imagenet)")
@@ -267,6 +268,19 @@ def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
     _require(pr.lr_source in PROBE_LR_SOURCES, f"unknown probe.lr_source '{pr.lr_source}'; allowed: {', '.join(PROBE_LR_SOURCES)}")
     _require(not (pr.cache_features and pr.augment),
              "probe.cache_features=true needs probe.augment=false (cached features cannot be augmented)")
+
+
+def _validate_speed(sp) -> None:
+    from ldae.speed import COMPILE_BACKENDS, COMPILE_MODES
+
+    if sp is None:
+        return
+    _require(sp.compile_mode in COMPILE_MODES, f"unknown speed.compile_mode '{sp.compile_mode}'; allowed: {', '.join(COMPILE_MODES)}")
+    _require(sp.compile_backend in COMPILE_BACKENDS,
+             f"unknown speed.compile_backend '{sp.compile_backend}'; allowed: {', '.join(COMPILE_BACKENDS)}")
+    _require(sp.fused_adamw in ("auto", True, False), f"speed.fused_adamw={sp.fused_adamw} must be auto, true or false")
+    for key in ("compile", "tf32", "fused_attention", "ema_foreach", "activation_checkpointing", "channels_last"):
+        _require(isinstance(sp[key], bool), f"speed.{key}={sp[key]} must be true or false")
 
 
 def _validate_tokenizer(tok: DictConfig) -> None:

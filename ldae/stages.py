@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from ldae.config import world_size_of
+from ldae.distributed import is_rank_zero, trainer_kwargs
 from ldae.data import LDAEDataModule, build_dataset, data_fingerprint
 from ldae.data.datamodule import BadImageReport
 from ldae.data.sampling import ConsumedBatches
@@ -117,17 +117,17 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
     t0 = time.time()
     tokenizer, tok_record = fit_tokenizer(cfg, clean_train, out)
     tok_s = time.time() - t0
-    tok_eval = evaluate_tokenizer(tokenizer, dm.val_set, out)
+    tok_eval = evaluate_tokenizer(tokenizer, dm.val_set, out if is_rank_zero() else None)
     log.info("tokenizer %s: d=%d, val PSNR %.2f dB", tokenizer.name, tokenizer.latent_dim, tok_eval["psnr"])
     publish_tokenizer(cfg, out, tokenizer, dm.val_set, tok_eval)
     if cfg.tokenizer.get("latent_cache"):
-        from ldae.tokenizers import global_rank
+        from ldae.distributed import global_rank, launched_world_size
         from ldae.tokenizers.latent_cache import LatentDataset, build_latent_cache
 
         t1 = time.time()
         key = tok_record.get("key") or "uncached"
         lc_dir = Path(cfg.paths.cache_dir) / "latents" / f"{tokenizer.name}-{key}"
-        build_latent_cache(tokenizer, clean_train, lc_dir, rank=global_rank(), world=int(os.environ.get("WORLD_SIZE", 1)),
+        build_latent_cache(tokenizer, clean_train, lc_dir, rank=global_rank(), world=launched_world_size(),
                            device=stage_device(cfg))
         dm.latent_train_set = LatentDataset(lc_dir)
         tok_record["latent_cache"] = {"path": str(lc_dir), "wall_s": time.time() - t1}
@@ -154,7 +154,7 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
 
         callbacks.append(DenoisingPanels(*panel_images(dm.val_set, int(cfg.pictures.num_images)), out / "pictures",
                                          cfg.pictures.every_n_steps, seed=int(cfg.seed)))
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), default_root_dir=str(out),
+    trainer = pl.Trainer(**trainer_kwargs(cfg.trainer, str(out)), default_root_dir=str(out),
                          accumulate_grad_batches=dm.accumulate, logger=loggers_for(cfg, out, "pretrain"),
                          callbacks=callbacks, gradient_clip_val=cfg.optim.gradient_clip, num_sanity_val_steps=0,
                          plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)  # the sampler shards itself
@@ -232,7 +232,6 @@ def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
 def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_set, out: Path, tag: str) -> dict:
     """Train the linear head on `extractor`'s features and return {top1, curve}."""
     pr = cfg.probe
-    accel = "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
     fbs = int(pr.feature_batch_size)
     workers = int(cfg.data.num_workers)
     cache_info = None
@@ -247,19 +246,21 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
         batch = min(pr.batch_size, len(train_set))
         accum = max(1, batch // fbs)
         batch = batch // accum
+    world = world_size_of(cfg.trainer)  # probe.batch_size is global: each DDP rank loads 1/world of it
+    batch = max(1, batch // world)
     # Same head init and order for every probed network, and independent of the RNG history of pretraining
     # (so a resumed run probes exactly as an uninterrupted one) and of whether the features were extracted
     # now (the loaders draw seeds) or read from the disk cache.
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     probe = LinearProbe(feature_dim, cfg.data.num_classes, optimizer=pr.optimizer, base_lr=probe_base_lr(pr),
-                        batch_size=batch * accum, momentum=pr.momentum, weight_decay=pr.weight_decay,
+                        batch_size=batch * accum * world, momentum=pr.momentum, weight_decay=pr.weight_decay,
                         warmup_epochs=pr.warmup_epochs, extractor=extractor_for_head)
     g = torch.Generator().manual_seed(int(cfg.seed))
     train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=len(train_set) > batch,
                               generator=g, num_workers=0 if pr.cache_features else workers)
     val_loader = DataLoader(val_set, batch_size=max(batch, fbs), shuffle=False,
                             num_workers=0 if pr.cache_features else workers)
-    trainer = pl.Trainer(max_epochs=pr.epochs, accelerator=accel, devices=1, logger=loggers_for(cfg, out, f"probe_{tag}"),
+    trainer = pl.Trainer(**probe_devices(cfg), max_epochs=pr.epochs, logger=loggers_for(cfg, out, f"probe_{tag}"),
                          enable_checkpointing=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
                          enable_model_summary=False, accumulate_grad_batches=accum, num_sanity_val_steps=0,
                          check_val_every_n_epoch=max(1, pr.epochs // 10), log_every_n_steps=1)  # the per-step lr curve
@@ -277,7 +278,20 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
             png = probe_curve(curve, out / "pictures" / f"probe_{tag}.png", title=f"{cfg.name}: probe ({tag})")
             log_pictures(trainer.loggers, {"pictures/probe_curve": png})
     return {"top1": curve[-1]["top1"], "curve": curve, "lr": probe.lr, "base_lr": probe.base_lr,
-            "batch_size": batch * accum, "samples_per_s": probe.samples_per_s, "feature_cache": cache_info}
+            "batch_size": batch * accum * world, "samples_per_s": probe.samples_per_s, "feature_cache": cache_info}
+
+
+def probe_devices(cfg: DictConfig) -> dict:
+    """The probe trains on the pretraining's devices. Under DDP every rank trains the head on its shard of
+    the (seeded DistributedSampler) batches with SyncBatchNorm, so the BatchNorm statistics are those of
+    the global batch; a rank-0-only probe would leave N-1 GPUs idle for the 90-epoch paper protocol.
+    (torch's SyncBatchNorm is GPU-only: a CPU DDP probe normalises with each rank's own batch.)"""
+    accel = "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
+    if world_size_of(cfg.trainer) == 1:
+        return {"accelerator": accel, "devices": 1}
+    kw = trainer_kwargs(cfg.trainer, None)  # the ranks exist already (pretraining started them)
+    return {"accelerator": accel, "devices": kw["devices"], "num_nodes": kw["num_nodes"],
+            "strategy": kw["strategy"], "sync_batchnorm": accel != "cpu"}
 
 
 def encoder_features(cfg: DictConfig, module: PretrainModule, backbone=None) -> EncoderFeatures:

@@ -15,7 +15,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
-from ldae.resume import find_unfinished, latest_checkpoint, register
+from ldae.distributed import end_job, is_rank_zero, job_run_dir
+from ldae.resume import find_unfinished, fingerprint, latest_checkpoint, register
 from ldae.run_identity import identity
 from ldae.utils.io import atomic_write_json
 
@@ -35,8 +36,10 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
                           f"its checkpoint with `ldae-probe ckpt_path=RUN/checkpoints/last.ckpt probe={cfg.probe.name}`")
     out, ckpt_path = resume_point(cfg, Path(output_dir))
     out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-    run_id = register(cfg, out)
+    run_id = fingerprint(cfg)
+    if is_rank_zero():  # file writes on rank 0 only (DDP ranks > 0 run the same job into the same folder)
+        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+        register(cfg, out)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module, dm, info = pretrain(cfg, out, ckpt_path)
     probe = probe_all(cfg, module, dm, out, baselines=bool(cfg.baselines))
@@ -65,6 +68,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     if notes:
         results["notes"] = notes
         results.update(tok.describe())
+    if not is_rank_zero():
+        return results
     atomic_write_json(out / "results.json", results)
     if cfg.logger.wandb:  # the last stage's wandb run ends with its run, not with the next job of a multirun
         from ldae.wandb_logger import finish
@@ -103,14 +108,20 @@ def tokenizer_notes(tok) -> list[str]:
 def _hydra_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    out = cfg.output_dir or HydraConfig.get().runtime.output_dir
+    # DDP ranks > 0 get rank 0's folder (ldae/distributed.py): one run folder per job.
+    out = job_run_dir() or cfg.output_dir or HydraConfig.get().runtime.output_dir
     from ldae.data.datasets import DataError
     from ldae.lit.pretrain import NonFiniteLossError
 
+    ok = False
     try:
-        return run(cfg, out)["probe_top1"]
+        top1 = run(cfg, out)["probe_top1"]
+        ok = True
+        return top1
     except (ConfigError, DataError, NonFiniteLossError) as e:
         fail("ldae-train", str(e))
+    finally:
+        end_job(ok)  # retire this job's DDP ranks, so the next job of a sweep starts its own
 
 
 def cli() -> None:

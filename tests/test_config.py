@@ -13,8 +13,8 @@ EXPERIMENTS = group_options("experiment")
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_scale_experiment_pair_composes(compose, scale, experiment):
     overrides = [f"experiment={experiment}", f"scale={scale}"]
-    if scale == "paper":
-        overrides.append("data=shapes")  # the paper's imagefolder needs a root that tests do not have
+    if scale in ("paper", "mid"):
+        overrides.append("data=shapes")  # their imagefolder needs a root that tests do not have
         overrides.append("tokenizer_scale.random_backbone=true")  # trajectory rows 00/01: no LPIPS/SD-VAE weights here
     cfg = compose(*overrides)
     validate(cfg)

@@ -16,6 +16,8 @@ _M32 = 0xFFFFFFFF
 # Stream ids keep the draws for t and for ε independent of each other.
 STREAM_T = 0x5EED0001
 STREAM_EPS = 0x5EED0002
+STREAM_FLIP = 0x5EED0003  # the latent cache's flip
+STREAM_POSTERIOR = 0x5EED0004  # a VAE tokenizer's posterior sample (encoded on the fly or from the cache)
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:

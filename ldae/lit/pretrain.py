@@ -9,14 +9,13 @@ from timm.utils import ModelEmaV3
 
 from ldae.diffusion import Objective
 from ldae.diffusion.schedules import schedule_from_config
-from ldae.diffusion.noise import STREAM_EPS, STREAM_T, keyed_normal, keyed_uniform_int, sample_keys
+from ldae.diffusion.noise import (STREAM_EPS, STREAM_FLIP, STREAM_POSTERIOR, STREAM_T, keyed_normal,  # noqa: F401
+                                  keyed_uniform_int, sample_keys)
 from ldae.lit.checkpointing import rng_states, set_rng_states
-
-STREAM_FLIP = 0x5EED0003  # the latent cache's flip and posterior sample: independent of t and ε
-STREAM_POSTERIOR = 0x5EED0004
 from ldae.lit.schedules import warmup_cosine
 from ldae.models import build_backbone, lookup
 from ldae.models.dit import DiT
+from ldae.speed import adamw_kwargs, prepare_backbone, prepare_tokenizer, set_tf32, speed_of
 from ldae.tokenizers import Tokenizer, build_tokenizer
 
 
@@ -89,13 +88,17 @@ class PretrainModule(pl.LightningModule):
         self.cfg = cfg
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg.tokenizer)
         self.tokenizer.requires_grad_(False)
+        self.speed = speed_of(cfg)
+        prepare_tokenizer(self.tokenizer, self.speed)
         self.objective = build_objective(cfg)
         self.schedule = schedule_from_config(cfg.schedule)
         self.backbone = build_backbone_for(cfg, self.tokenizer, self.objective)
         self.ema = None
         if cfg.optim.ema:
-            self.ema = ModelEmaV3(self.backbone, decay=cfg.optim.ema_decay, use_warmup=cfg.optim.ema_warmup)
+            self.ema = ModelEmaV3(self.backbone, decay=cfg.optim.ema_decay, use_warmup=cfg.optim.ema_warmup,
+                                  foreach=self.speed["ema_foreach"])
             self.ema.requires_grad_(False)
+        prepare_backbone(self.backbone, self.speed)  # after the EMA copy: only the trained network compiles
         self.class_cond = bool(cfg.model.class_cond)
         self.lr = None  # the absolute lr, set in configure_optimizers (logged)
         self._loss_sum, self._loss_n = 0.0, 0
@@ -107,9 +110,9 @@ class PretrainModule(pl.LightningModule):
     @torch.no_grad()
     def corrupt(self, x: torch.Tensor | None, index: torch.Tensor, epoch: int, z0: torch.Tensor | None = None):
         """Encode, draw t and ε keyed on (seed, epoch, index), corrupt. Returns z0, eps, t, network input."""
-        if z0 is None:
-            z0 = self.tokenizer.encode(x)  # (B, d, h, w)
         keys = sample_keys(int(self.cfg.seed), epoch, index)
+        if z0 is None:
+            z0 = self.tokenizer.encode_keyed(x, keys)  # (B, d, h, w); a posterior sample keyed like ε
         t = keyed_uniform_int(keys, 1, self.schedule.num_steps + 1, STREAM_T)  # (B,) in 1..T
         eps = keyed_normal(keys, tuple(z0.shape[1:]), STREAM_EPS, dtype=z0.dtype)  # (B, d, h, w)
         z_t = self.schedule.corrupt(z0, eps, t)
@@ -135,15 +138,22 @@ class PretrainModule(pl.LightningModule):
             m = m + (0.5 * lv).exp() * keyed_normal(keys, tuple(m.shape[1:]), STREAM_POSTERIOR, dtype=m.dtype)
         return self.tokenizer.norm(m)
 
-    def training_step(self, batch, batch_idx):
+    def step_loss(self, batch, epoch: int) -> tuple[torch.Tensor, dict]:
+        """The whole pretraining path of one batch (encode, corrupt, backbone, objective); bench.py times it."""
         if len(batch) == 4:  # the latent cache: (mean, logvar, y, index), no image
             mean, logvar, y, index = batch
-            x, z0 = None, self.latents_from_cache(mean, logvar, index, self.current_epoch)
+            x, z0 = None, self.latents_from_cache(mean, logvar, index, epoch)
         else:
             (x, y, index), z0 = batch, None
-        z0, eps, t, inp = self.corrupt(x, index, self.current_epoch, z0)
+        z0, eps, t, inp = self.corrupt(x, index, epoch, z0)
         pred = self.backbone(inp, t, y if self.class_cond else None)  # labels dropped to null at class_dropout
-        loss, terms = self.loss(pred, x, z0, eps, t)
+        return self.loss(pred, x, z0, eps, t)
+
+    def setup(self, stage: str) -> None:
+        set_tf32(self.speed["tf32"])
+
+    def training_step(self, batch, batch_idx):
+        loss, terms = self.step_loss(batch, self.current_epoch)
         if not self._all_finite(loss):
             return self._nonfinite(loss)
         # sync_dist all-reduces: the logged loss is the global mean on any number of devices.
@@ -208,8 +218,9 @@ class PretrainModule(pl.LightningModule):
         # The effective batch is what one optimiser step sees: it equals data.batch_size by construction.
         effective = self.cfg.data.batch_size
         self.lr = o.base_lr * effective / 256
+        on_cuda = next(self.backbone.parameters()).is_cuda
         opt = torch.optim.AdamW(self.backbone.parameters(), lr=self.lr, betas=tuple(o.betas),
-                                weight_decay=o.weight_decay)
+                                weight_decay=o.weight_decay, **adamw_kwargs(self.speed, on_cuda))
         # Counted here, not with trainer.estimated_stepping_batches: that builds the train loader before the
         # checkpoint is restored, so a mid-epoch resume would lose the loader position.
         steps_per_epoch = max(1, len(self.trainer.datamodule.train_dataloader()) // accum)
@@ -217,12 +228,13 @@ class PretrainModule(pl.LightningModule):
         sched = warmup_cosine(opt, int(o.warmup_epochs * steps_per_epoch), total,
                               min_ratio=o.min_lr / self.lr if self.lr > 0 else 0.0)
         self._opt_info = {"lr": self.lr, "base_lr": o.base_lr, "effective_batch": effective,
-                          "world_size": world, "accumulate_grad_batches": accum}
+                          "world_size": world, "accumulate_grad_batches": accum,
+                          "device_batch": self.trainer.datamodule.device_batch if self.trainer is not None else effective}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_start(self) -> None:
         for k, v in self._opt_info.items():
-            self.log(f"pretrain/{k}", float(v), sync_dist=False, rank_zero_only=True)
+            self.log(f"pretrain/{k}", float(v), sync_dist=True)  # the same on every rank: the mean is the value
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)

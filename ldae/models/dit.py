@@ -17,6 +17,7 @@ import math
 import torch
 from timm.layers import Attention, Mlp, PatchEmbed
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ldae.tokenizers.patch import unpatchify
 
@@ -128,7 +129,17 @@ class DiT(nn.Module):
         self.pos_embed = nn.Parameter(sincos_2d(hidden_size, self.grid)[None], requires_grad=False)  # (1, N, D)
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, cond_width, mlp_ratio) for _ in range(depth))
         self.final_layer = FinalLayer(hidden_size, self.out_patch_size, self.out_channels, cond_width)
+        self.grad_checkpointing = False  # speed.activation_checkpointing: recompute blocks in backward
         self.initialize_weights()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def run_block(self, blk: DiTBlock, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """One block; with grad_checkpointing its activations are recomputed in backward, not stored."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(blk, h, c, use_reentrant=False)
+        return blk(h, c)
 
     def initialize_weights(self) -> None:
         def _basic(m: nn.Module) -> None:
@@ -180,7 +191,7 @@ class DiT(nn.Module):
         c = self.condition(t, y)
         h = self.x_embedder(x) + self.pos_embed  # (B, N, D)
         for blk in self.blocks[: self.encoder_depth if depth is None else depth]:
-            h = blk(h, c)
+            h = self.run_block(blk, h, c)
         return h, c
 
     def forward_features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
@@ -192,5 +203,5 @@ class DiT(nn.Module):
         """x (B, C_in, H, W), t (B,) -> prediction (B, C_out, H, W)."""
         h, c = self.encode(x, t, y)
         for blk in self.blocks[self.encoder_depth:]:
-            h = blk(h, c)
+            h = self.run_block(blk, h, c)
         return self.unpatchify(self.final_layer(h, c))

@@ -62,6 +62,10 @@ class Tokenizer(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode_keyed(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """encode, with any randomness (a VAE's posterior sample) keyed per sample (ldae.diffusion.noise)."""
+        return self.encode(x)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

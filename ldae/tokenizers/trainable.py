@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
+from ldae.diffusion.noise import STREAM_POSTERIOR, keyed_normal
 from ldae.tokenizers.base import LatentNorm, Tokenizer
 
 
@@ -53,14 +54,23 @@ class TrainableTokenizer(Tokenizer):
         return list(self.parameters())
 
     # --- interface ---------------------------------------------------------------------------------
-    def sample_raw(self, x: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def sample_raw(self, x: torch.Tensor, sample: bool, keys: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(latent, mean, logvar): a posterior sample when `sample`, its noise keyed on `keys` (B,) when given
+        (pretraining: the same sample on any number of ranks), else from the global RNG (tokenizer training)."""
         mean, logvar = self.posterior(x)
         if sample and logvar is not None:
-            return mean + (0.5 * logvar).exp() * torch.randn_like(mean), mean, logvar
+            noise = torch.randn_like(mean) if keys is None else \
+                keyed_normal(keys, tuple(mean.shape[1:]), STREAM_POSTERIOR, dtype=mean.dtype)  # (B, C, h, w)
+            return mean + (0.5 * logvar).exp() * noise, mean, logvar
         return mean, mean, logvar
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         z, _, _ = self.sample_raw(x, self.training and self.posterior_mode == "sample")
+        return self.norm(z)
+
+    def encode_keyed(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        z, _, _ = self.sample_raw(x, self.training and self.posterior_mode == "sample", keys)
         return self.norm(z)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
