@@ -19,7 +19,7 @@ from ldae.utils.io import atomic_write_json
 log = logging.getLogger("ldae")
 
 # Keys that do not change what a run computes.
-VOLATILE = ("output_dir", "ckpt_path", "resume", "paths", "trainer.enable_progress_bar", "logger")
+VOLATILE = ("output_dir", "ckpt_path", "resume", "checkpoint", "paths", "trainer.enable_progress_bar", "logger")
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
 
 

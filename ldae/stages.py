@@ -11,7 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
@@ -20,7 +20,7 @@ from ldae.distributed import is_rank_zero, trainer_kwargs
 from ldae.data import LDAEDataModule, build_dataset, data_fingerprint
 from ldae.data.datamodule import BadImageReport
 from ldae.data.sampling import ConsumedBatches
-from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep
+from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep, LastCheckpoint
 from ldae.lit.pretrain import PretrainModule, build_backbone_for
 from ldae.lit.probe import EncoderFeatures, LinearProbe, PixelFeatures, probe_base_lr
 from ldae.tokenizers import Tokenizer, TrainableTokenizer, build_tokenizer, fit_or_load
@@ -137,12 +137,8 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
     module = PretrainModule(OmegaConf.to_container(cfg, resolve=True), tokenizer)
     module.tokenizer_record = tok_record
     # last.ckpt at every epoch end and every `checkpoint.every_n_steps` optimiser steps (mid-epoch resume).
-    # (Lightning takes one trigger per ModelCheckpoint, hence two writers of the same atomic last.ckpt.)
-    ckpts = [ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0)]
-    if cfg.checkpoint.every_n_steps:
-        ckpts.append(ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0,
-                                     every_n_train_steps=cfg.checkpoint.every_n_steps))
-    callbacks = [ConsumedBatches(), BadImageReport(), *ckpts, LearningRateMonitor("step")]
+    ckpt = LastCheckpoint(out / "checkpoints", cfg.checkpoint.every_n_steps)
+    callbacks = [ConsumedBatches(), BadImageReport(), ckpt, LearningRateMonitor("step")]
     if cfg.get("online_probe") and cfg.online_probe.enabled:
         from ldae.lit.online_probe import OnlineProbe
 

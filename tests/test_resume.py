@@ -94,32 +94,47 @@ def _train_cli(args, cwd, env_extra=None, timeout=240):
     return run_cli("ldae-train", *args, timeout=timeout, cwd=cwd, env=env)
 
 
-def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(tmp_path):
-    """smoke: 4 steps per epoch, 2 epochs. Killed at the start of step 6 (epoch 1, batch 2), then resumed by
-    running the same command again; it must end where a never-interrupted run ends."""
-    args = ["experiment=ldae", "scale=smoke", "checkpoint.every_n_steps=1", "baselines=false", "probe.epochs=2"]
-    ref = _train_cli(args + [f"hydra.run.dir={tmp_path / 'ref'}", "resume=never"], tmp_path)
-    assert ref.returncode == 0, ref.stderr[-2000:]
+ARGS = ["experiment=ldae", "scale=smoke", "baselines=false", "probe.epochs=2"]
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference: the same smoke run never interrupted (checkpointing does not change training)."""
+    tmp = tmp_path_factory.mktemp("ref")
+    ref = _train_cli(ARGS + ["checkpoint.every_n_steps=1", f"hydra.run.dir={tmp / 'ref'}", "resume=never"], tmp)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    return tmp / "ref"
+
+
+@pytest.mark.parametrize("every, resumes_at, position", [(1, 6, {"epoch": 1, "consumed": 2}),
+                                                         ("null", 4, {"epoch": 0, "consumed": 4})])
+def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(tmp_path, uninterrupted, every, resumes_at,
+                                                                  position):
+    """smoke: 4 steps per epoch, 2 epochs. Killed at the start of step 6 (epoch 1, batch 2), then resumed by
+    running the same command again; it must end where a never-interrupted run ends. With a checkpoint every
+    step it resumes mid-epoch (step 6); with epoch-end checkpoints only, from the end of epoch 0 (step 4)."""
+    args = ARGS + [f"checkpoint.every_n_steps={every}"]
     killed = _train_cli(args, tmp_path, {"LDAE_KILL_AT_STEP": "6"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     runs = [p for p in (tmp_path / "outputs").rglob("checkpoints") if p.is_dir()]
     assert len(runs) == 1
     run_dir = runs[0].parent
     assert not (run_dir / "results.json").exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
     half = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert half["global_step"] == 6 and half["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "consumed": 2}]
+    assert half["global_step"] == resumes_at
+    assert half["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [position]
 
     resumed = _train_cli(args, tmp_path)  # the same command again
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming the unfinished run" in resumed.stderr + resumed.stdout
-    a = torch.load(tmp_path / "ref" / "checkpoints" / "last.ckpt", weights_only=True)
+    a = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 8
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=1e-6, msg=k)
-    ra = json.loads((tmp_path / "ref" / "results.json").read_text())
+    ra = json.loads((uninterrupted / "results.json").read_text())
     rb = json.loads((run_dir / "results.json").read_text())
     assert rb["resumed_from"].endswith("last.ckpt") and ra["resumed_from"] is None
     for key in ("pretrain_loss", "pretrain_val_loss", "probe_top1", "config_fingerprint"):

@@ -79,8 +79,8 @@ class ResumableLoader(DataLoader):
 
 
 class ConsumedBatches(Callback):
-    """Counts finished training batches on the train loader (before ModelCheckpoint saves, which Lightning
-    always runs last), and resets the count at each epoch start."""
+    """Counts finished training batches on the train loader (before LastCheckpoint saves: Lightning runs
+    checkpoint callbacks last), and resets the count at each epoch start."""
 
     @staticmethod
     def _loader(trainer):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, Checkpoint
 
 from ldae.utils.io import atomic_torch_save
 
@@ -33,6 +33,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "state_dict" in checkpoint:
             checkpoint = {**checkpoint, "state_dict": {clean_key(k): v for k, v in checkpoint["state_dict"].items()}}
         atomic_torch_save(path, checkpoint)
+
+
+class LastCheckpoint(Checkpoint):
+    """One writer of `dirpath/last.ckpt`: at every training-epoch end (after its validation) and every
+    `every_n_steps` optimiser steps. (Lightning 2.6's ModelCheckpoint with save_top_k=0 writes last.ckpt only
+    when it has also saved a top-k file, so epoch ends wrote nothing; and two of them version the second file
+    to last-v1.ckpt.) A `Checkpoint` subclass: Lightning runs it after the other callbacks, so the loader
+    position counted by `ConsumedBatches` is in the file."""
+
+    def __init__(self, dirpath, every_n_steps: int | None = None):
+        self.path = os.path.join(str(dirpath), "last.ckpt")
+        self.every_n_steps = every_n_steps
+        self._saved_step = -1
+
+    def _save(self, trainer) -> None:
+        if trainer.sanity_checking or trainer.global_step in (0, self._saved_step):
+            return
+        trainer.save_checkpoint(self.path)  # every rank calls it; the strategy writes on rank zero
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._save(trainer)
 
 
 def rng_states() -> dict:
