@@ -1,6 +1,7 @@
 """Export the encoder as a plain timm `VisionTransformer` with the adaLN modulation folded in at a fixed t.
 
-    python -m ldae.export ckpt_path=RUN/checkpoints/last.ckpt t=10 out=encoder_t10.pth [block=N] [use_ema=true]
+    ldae-export ckpt_path=RUN/checkpoints/last.ckpt t=10 out=encoder_t10.pth [block=N] [use_ema=true]
+    (or python -m ldae.export ...)
 
 With t fixed, the t-MLP (and a class-conditional model's null-class embedding) is a constant c, so every
 block's shift/scale/gate are constants too (PAPER.md 2.4): `norm(x) * (1 + scale) + shift` becomes a
@@ -108,7 +109,7 @@ def cli(argv: list[str] | None = None) -> None:
         rec = export_checkpoint(args["ckpt_path"], int(args.get("t", 10)), args["out"], block,
                                 args.get("use_ema", "true").lower() == "true")
     except (ConfigError, ValueError) as e:
-        fail("ldae.export", str(e))
+        fail("ldae-export", str(e))
     print(f"wrote {args['out']} (timm VisionTransformer, depth {rec['timm_kwargs']['depth']}, t={rec['t']})")
 
 
