@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-# One torch thread per process: the suite starts DDP ranks and CLI subprocesses beside the test process, and on
-# a 2-core machine spinning OpenMP threads slow them (the whole suite: ~400 s with 1 thread, ~515 s with 2).
+# One torch thread per process: the suite starts DDP ranks and CLI subprocesses beside the test process, and
+# on a 2-core machine spinning OpenMP threads of several processes slow each other down.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Tests never touch the user's cache of fitted tokenizers.
 os.environ.setdefault("LDAE_CACHE", tempfile.mkdtemp(prefix="ldae-test-cache-"))
