@@ -50,7 +50,7 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer) -> None:
         if trainer.sanity_checking or trainer.global_step in (0, self._saved_step):
             return
-        trainer.save_checkpoint(self.path)  # every rank calls it; the strategy writes on rank zero
+        trainer.save_checkpoint(self.path, weights_only=False)  # every rank calls it; rank zero writes
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
