@@ -135,9 +135,9 @@ def render_markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path, title: str = "") -> None:
-    """Fig. 6 in the paper's manner: our probe accuracy per step (error bars: std over seeds) and the
-    paper's on a second axis."""
+def plot(rows: list[dict], path: Path, title: str = "", chance: float | None = None) -> None:
+    """Fig. 6 in the paper's manner: our probe accuracy per step (error bars: std over seeds), chance level
+    (100 / classes) as a dotted line, and the paper's numbers on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,6 +152,8 @@ def plot(rows: list[dict], path: Path, title: str = "") -> None:
         for x, r in done:
             ax.annotate(f"{r['mean']:.1f}", (x, r["mean"]), textcoords="offset points", xytext=(0, 7),
                         ha="center", fontsize=7, color="tab:blue")
+    if chance is not None:  # at small budgets the rows sit near it: the line says how near
+        ax.axhline(chance, ls=":", lw=1, color="tab:red", label=f"chance ({chance:.0f}%)")
     ax.set_ylabel("ours: linear probe top-1 (%)", color="tab:blue")
     ax2 = ax.twinx()
     ax2.plot(xs, [r["paper_top1"] for r in rows], marker="s", ls="--", color="tab:gray", label="paper (Fig. 6)")
@@ -277,7 +279,8 @@ def run_trajectory(cfg: DictConfig, out: str | Path, task_overrides: list[str]) 
     doc = save(final=True)
     (out / "trajectory.md").write_text(render_markdown(doc["rows"], meta))
     plot(doc["rows"], out / "trajectory.png",
-         title=f"l-DAE trajectory: scale={meta['scale']}, data={meta['data']}, {nseeds} seed(s)")
+         title=f"l-DAE trajectory: scale={meta['scale']}, data={meta['data']}, {nseeds} seed(s)",
+         chance=100.0 / int(cfg.data.num_classes))
     print(f"[trajectory] {out / 'trajectory.md'}, trajectory.json, trajectory.png", flush=True)
     return doc
 
