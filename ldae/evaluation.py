@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from ldae.data import build_dataset, data_fingerprint
 from ldae.data.datasets import warn_bad_images
@@ -65,14 +65,11 @@ def knn_stage(cfg: DictConfig, module, out: Path) -> dict:
 
 def finetune_datasets(cfg: DictConfig):
     """(train, val): clean center-cropped views; the fine-tune module adds App. B's augmentation."""
+    from ldae.stages import first_n
+
     pr = cfg.probe
-    train = build_dataset(cfg.data, "train", augment=False)
-    val = build_dataset(cfg.data, "val", augment=False)
-    if pr.num_train and pr.num_train < len(train):
-        train = Subset(train, range(pr.num_train))
-    if pr.num_val and pr.num_val < len(val):
-        val = Subset(val, range(pr.num_val))
-    return train, val
+    return (first_n(build_dataset(cfg.data, "train", augment=False), pr.num_train),
+            first_n(build_dataset(cfg.data, "val", augment=False), pr.num_val))
 
 
 def run_protocol(cfg: DictConfig, module, out: Path, baselines: bool) -> dict:

@@ -37,6 +37,11 @@ for pattern in (".*does not have many workers.*", ".*GPU available but not used.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 
 
+def stage_accelerator(cfg: DictConfig) -> str:
+    """The accelerator of the stages' own Trainers (probe, fine-tuning): the run's, or the CPU without a GPU."""
+    return "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
+
+
 def stage_device(cfg: DictConfig) -> str:
     """Where the work outside Lightning's loops runs (latent cache, probe features): the GPU the trainer asks for."""
     return "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
@@ -186,9 +191,7 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
 def publish_tokenizer(cfg: DictConfig, out: Path, tokenizer: Tokenizer, val_set, tok_eval: dict) -> None:
     """The tokenizer stage's pictures (reconstructions, PCA bases, latent noise) as PNGs, and with
     logger=wandb a `tokenizer` run holding them and `tokenizer/psnr`. Rank zero only."""
-    from ldae.tokenizers import global_rank
-
-    if global_rank() != 0:
+    if not is_rank_zero():
         return
     from ldae.pictures import tokenizer_pictures
 
@@ -218,11 +221,12 @@ def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
     else:
         train = build_dataset(cfg.data, "train", augment=False)
     val = dm.val_set if dm is not None else build_dataset(cfg.data, "val", augment=False)
-    if pr.num_train and pr.num_train < len(train):
-        train = Subset(train, range(pr.num_train))
-    if pr.num_val and pr.num_val < len(val):
-        val = Subset(val, range(pr.num_val))
-    return train, val
+    return first_n(train, pr.num_train), first_n(val, pr.num_val)
+
+
+def first_n(ds, n: int | None):
+    """The first n samples of `ds` (probe.num_train / num_val); all of it when n is null or not smaller."""
+    return Subset(ds, range(n)) if n and n < len(ds) else ds
 
 
 def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_set, out: Path, tag: str) -> dict:
@@ -282,7 +286,7 @@ def probe_devices(cfg: DictConfig) -> dict:
     the (seeded DistributedSampler) batches with SyncBatchNorm, so the BatchNorm statistics are those of
     the global batch; a rank-0-only probe would leave N-1 GPUs idle for the 90-epoch paper protocol.
     (torch's SyncBatchNorm is GPU-only: a CPU DDP probe normalises with each rank's own batch.)"""
-    accel = "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
+    accel = stage_accelerator(cfg)
     if world_size_of(cfg.trainer) == 1:
         return {"accelerator": accel, "devices": 1}
     kw = trainer_kwargs(cfg.trainer, None)  # the ranks exist already (pretraining started them)

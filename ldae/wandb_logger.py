@@ -51,36 +51,31 @@ def _warn(what: str, e: Exception) -> None:
     log.warning("wandb: %s failed (%s: %s); the run goes on", what, type(e).__name__, e)
 
 
+def _warns_instead(name: str):
+    """WandbLogger's method `name`, with any exception turned into a warning."""
+    method = getattr(WandbLogger, name)
+
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - wandb must never stop a run
+            _warn(name, e)
+
+    call.__name__ = name
+    return call
+
+
 class SafeWandbLogger(WandbLogger):
     """Lightning's WandbLogger whose logging calls warn instead of raising: wandb never stops training."""
 
-    def log_metrics(self, *args, **kwargs):
-        try:
-            super().log_metrics(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001
-            _warn("log_metrics", e)
+    log_metrics = _warns_instead("log_metrics")
+    log_image = _warns_instead("log_image")
+    after_save_checkpoint = _warns_instead("after_save_checkpoint")
+    finalize = _warns_instead("finalize")
 
     def log_hyperparams(self, *args, **kwargs):
         """Nothing: the run's config is already the resolved config, flat; Lightning's nested copy of the
         module's hparams would repeat every key under `config.` (csv/STAGE/hparams.yaml keeps it)."""
-
-    def log_image(self, *args, **kwargs):
-        try:
-            super().log_image(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001
-            _warn("log_image", e)
-
-    def after_save_checkpoint(self, *args, **kwargs):
-        try:
-            super().after_save_checkpoint(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001
-            _warn("after_save_checkpoint", e)
-
-    def finalize(self, *args, **kwargs):
-        try:
-            super().finalize(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001
-            _warn("finalize", e)
 
 
 def make_wandb_logger(cfg, out: Path, stage: str):

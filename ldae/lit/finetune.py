@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from ldae.lit.schedules import warmup_cosine
+from ldae.lit.schedules import per_step_schedule
 
 log = logging.getLogger("ldae")
 
@@ -138,12 +138,8 @@ class FineTuneModule(pl.LightningModule):
             self.history.append({"epoch": self.current_epoch, **{f"{k}_top1": v for k, v in top.items()}})
 
     def configure_optimizers(self):
-        opt = self.build_optimizer()
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-        sched = warmup_cosine(opt, int(self.pr.warmup_epochs * per_epoch), total,
-                              min_ratio=float(self.pr.min_lr) / self.lr)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return per_step_schedule(self.build_optimizer(), self.trainer, self.pr.warmup_epochs,
+                                 min_ratio=float(self.pr.min_lr) / self.lr)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         pr = self.pr
@@ -161,7 +157,7 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
     from ldae.evaluation import finetune_datasets
     from ldae.export import build_vit, fold_encoder
     from ldae.lit.probe import EncoderFeatures
-    from ldae.stages import loggers_for
+    from ldae.stages import loggers_for, stage_accelerator
 
     pr = cfg.probe
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -190,8 +186,7 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
     train_loader = DataLoader(train_set, batch_size=device_batch, shuffle=True, drop_last=True, generator=g,
                               num_workers=workers)
     val_loader = DataLoader(val_set, batch_size=max(device_batch, 64), shuffle=False, num_workers=workers)
-    accel = "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
-    trainer = pl.Trainer(max_epochs=int(pr.epochs), accelerator=accel, devices=1,
+    trainer = pl.Trainer(max_epochs=int(pr.epochs), accelerator=stage_accelerator(cfg), devices=1,
                          logger=loggers_for(cfg, out, "finetune"), enable_checkpointing=False,
                          enable_progress_bar=cfg.trainer.enable_progress_bar, enable_model_summary=False,
                          accumulate_grad_batches=accum, num_sanity_val_steps=0,

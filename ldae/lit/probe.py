@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ldae.diffusion.noise import STREAM_EPS, keyed_normal, sample_keys
-from ldae.lit.schedules import warmup_cosine
+from ldae.lit.schedules import per_step_schedule
 
 from ldae.choices import CLEAN_INPUTS, PROBE_OPTIMIZERS, PROBE_POOLS
 
@@ -191,11 +191,7 @@ class LinearProbe(pl.LightningModule):
             self.history.append({"epoch": self.current_epoch, "top1": top1})
 
     def configure_optimizers(self):
-        opt = self.build_optimizer()
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-        sched = warmup_cosine(opt, self.warmup_epochs * per_epoch, total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return per_step_schedule(self.build_optimizer(), self.trainer, self.warmup_epochs)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         weights = [p for p in self.head.parameters() if p.ndim > 1]

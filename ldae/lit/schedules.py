@@ -18,3 +18,13 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def per_step_schedule(optimizer: torch.optim.Optimizer, trainer, warmup_epochs: float,
+                      min_ratio: float = 0.0) -> dict:
+    """configure_optimizers' return value: `warmup_cosine` over the trainer's optimiser steps, updated every
+    step, with the warm-up given in epochs."""
+    total = max(1, int(trainer.estimated_stepping_batches))
+    per_epoch = max(1, total // max(1, trainer.max_epochs))
+    sched = warmup_cosine(optimizer, int(warmup_epochs * per_epoch), total, min_ratio=min_ratio)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
