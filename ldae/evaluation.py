@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from ldae.data import build_dataset, data_fingerprint
 from ldae.data.datasets import warn_bad_images
+from ldae.data.sampling import subset_identity
 from ldae.lit.feature_cache import cached_features, feature_cache_dir, feature_key
 
 log = logging.getLogger("ldae")
@@ -38,7 +39,7 @@ def probe_features(cfg: DictConfig, extractor, train_set, val_set, tag: str):
     for ds, split in ((train_set, "train"), (val_set, "val")):
         loader = DataLoader(ds, batch_size=int(pr.feature_batch_size), shuffle=False,
                             num_workers=int(cfg.data.num_workers))
-        key = feature_key(ident, data, split, len(ds))
+        key = feature_key(ident, {**data, "subset": subset_identity(ds)}, split, len(ds))
         f, y, info[split] = cached_features(extractor, loader, key, cache_dir, stage_device(cfg),
                                             f"features {tag} {split}")
         warn_bad_images(ds, f"probe features {tag} ({split})")
@@ -65,11 +66,10 @@ def knn_stage(cfg: DictConfig, module, out: Path) -> dict:
 
 def finetune_datasets(cfg: DictConfig):
     """(train, val): clean center-cropped views; the fine-tune module adds App. B's augmentation."""
-    from ldae.stages import first_n
+    from ldae.stages import probe_subsets
 
-    pr = cfg.probe
-    return (first_n(build_dataset(cfg.data, "train", augment=False), pr.num_train),
-            first_n(build_dataset(cfg.data, "val", augment=False), pr.num_val))
+    return probe_subsets(cfg, build_dataset(cfg.data, "train", augment=False),
+                         build_dataset(cfg.data, "val", augment=False))
 
 
 def run_protocol(cfg: DictConfig, module, out: Path, baselines: bool) -> dict:

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
+from ldae.data.sampling import random_subset
 from ldae.diffusion.sampling import Denoiser, sample
 
 log = logging.getLogger("ldae")
@@ -76,7 +77,7 @@ def fid(module, gen_cfg, real_set, seed: int = 0) -> float | str:
     metric = FrechetInceptionDistance(feature=int(fcfg.feature), normalize=True,
                                       feature_extractor_weights_path=str(path)).to(device)
     n, bs = int(fcfg.num_samples), int(gen_cfg.batch_size)
-    real = real_set if len(real_set) <= n else Subset(real_set, range(n))
+    real = random_subset(real_set, n, seed)  # the real statistics from a seeded sample, not a prefix
     for x, _, _ in DataLoader(real, batch_size=bs, shuffle=False):
         metric.update(((x.to(device) + 1) / 2).clamp(0, 1), real=True)
     done = 0

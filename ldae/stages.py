@@ -13,17 +13,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from ldae.config import world_size_of
 from ldae.distributed import is_rank_zero, trainer_kwargs
 from ldae.data import LDAEDataModule, build_dataset, data_fingerprint
 from ldae.data.datamodule import BadImageReport
-from ldae.data.sampling import ConsumedBatches
+from ldae.data.sampling import ConsumedBatches, random_subset
 from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep, LastCheckpoint
 from ldae.lit.pretrain import PretrainModule, build_backbone_for
 from ldae.lit.probe import EncoderFeatures, LinearProbe, PixelFeatures, probe_base_lr
 from ldae.tokenizers import Tokenizer, TrainableTokenizer, build_tokenizer, fit_or_load
+from ldae.tokenizers.base import ImageBatches
 
 log = logging.getLogger("ldae")
 
@@ -61,23 +62,22 @@ def loggers_for(cfg: DictConfig, out: Path, stage: str) -> list:
 def fit_tokenizer(cfg: DictConfig, train_set, out: Path | None = None) -> tuple[Tokenizer, dict]:
     """Build the tokenizer and fit/train it on the clean training images (or load its cached artifact)."""
     tokenizer = build_tokenizer(cfg.tokenizer)
-    n = len(train_set)
     limit = cfg.tokenizer.get("fit_images")
-    subset = train_set if not limit or limit >= n else Subset(train_set, range(limit))
+    fit_seed = int(cfg.tokenizer.seed)
+    subset = random_subset(train_set, limit, fit_seed)  # a seeded sample of the whole set, never a prefix
     workers = int(cfg.data.num_workers)
 
     if isinstance(tokenizer, TrainableTokenizer):
         bs = min(int(cfg.tokenizer.train_batch_size), len(subset))
 
         def batches():  # re-iterable: gradient training takes as many passes as its step budget needs
-            g = torch.Generator().manual_seed(int(cfg.tokenizer.seed))
+            g = torch.Generator().manual_seed(fit_seed)
             return DataLoader(subset, batch_size=bs, shuffle=True, drop_last=True, generator=g, num_workers=workers)
     else:
         def batches():
-            loader = DataLoader(subset, batch_size=256, shuffle=False, num_workers=workers)
-            return (x for x, _, _ in loader)
+            return ImageBatches(DataLoader(subset, batch_size=256, shuffle=False, num_workers=workers), len(subset))
 
-    fp = {**data_fingerprint(cfg.data), "fit_images": limit}
+    fp = {**data_fingerprint(cfg.data), "fit_images": limit, "fit_sample": {"kind": "seeded_random", "seed": fit_seed}}
     logger = CSVLogger(str(out), name="csv", version="tokenizer") if out is not None else None
     record = fit_or_load(tokenizer, batches, fp, cfg.paths.cache_dir if cfg.tokenizer.get("cache") else None,
                          logger=logger)
@@ -85,14 +85,13 @@ def fit_tokenizer(cfg: DictConfig, train_set, out: Path | None = None) -> tuple[
 
 
 @torch.no_grad()
-def evaluate_tokenizer(tokenizer: Tokenizer, val_set, out: Path | None, max_images: int = 512,
+def evaluate_tokenizer(tokenizer: Tokenizer, val_set, out: Path | None, seed: int, max_images: int = 512,
                        grid_images: int = 16) -> dict:
-    """Reconstruction PSNR (dB, pixels in [-1, 1]) on the validation split; an image grid of originals over
-    their reconstructions at `out/tokenizer_recon.png`; `tokenizer/psnr` in the CSV metrics."""
+    """Reconstruction PSNR (dB, pixels in [-1, 1]) on a seeded random sample of the validation split; an image
+    grid of originals over their reconstructions at `out/tokenizer_recon.png`; `tokenizer/psnr` in the CSV."""
     was = tokenizer.training
     tokenizer.eval()
-    n = min(len(val_set), max_images)
-    loader = DataLoader(Subset(val_set, range(n)), batch_size=128, shuffle=False)
+    loader = DataLoader(random_subset(val_set, max_images, seed), batch_size=128, shuffle=False)
     se, count, first = 0.0, 0, None
     for x, _, _ in loader:
         r = tokenizer.decode(tokenizer.encode(x)).clamp(-1, 1)
@@ -122,7 +121,7 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
     t0 = time.time()
     tokenizer, tok_record = fit_tokenizer(cfg, clean_train, out)
     tok_s = time.time() - t0
-    tok_eval = evaluate_tokenizer(tokenizer, dm.val_set, out if is_rank_zero() else None)
+    tok_eval = evaluate_tokenizer(tokenizer, dm.val_set, out if is_rank_zero() else None, int(cfg.seed))
     log.info("tokenizer %s: d=%d, val PSNR %.2f dB", tokenizer.name, tokenizer.latent_dim, tok_eval["psnr"])
     publish_tokenizer(cfg, out, tokenizer, dm.val_set, tok_eval)
     if cfg.tokenizer.get("latent_cache"):
@@ -221,12 +220,13 @@ def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
     else:
         train = build_dataset(cfg.data, "train", augment=False)
     val = dm.val_set if dm is not None else build_dataset(cfg.data, "val", augment=False)
-    return first_n(train, pr.num_train), first_n(val, pr.num_val)
+    return probe_subsets(cfg, train, val)
 
 
-def first_n(ds, n: int | None):
-    """The first n samples of `ds` (probe.num_train / num_val); all of it when n is null or not smaller."""
-    return Subset(ds, range(n)) if n and n < len(ds) else ds
+def probe_subsets(cfg: DictConfig, train, val):
+    """Seeded random samples of probe.num_train / num_val images (all of a split when null or not smaller)."""
+    seed = int(cfg.seed)
+    return random_subset(train, cfg.probe.num_train, seed), random_subset(val, cfg.probe.num_val, seed + 1)
 
 
 def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_set, out: Path, tag: str) -> dict:

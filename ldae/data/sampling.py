@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 from pytorch_lightning.callbacks import Callback
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, Subset
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -96,3 +96,23 @@ class ConsumedBatches(Callback):
         dl = self._loader(trainer)
         if dl is not None:
             dl.consumed += 1
+
+
+def random_subset(dataset, n: int | None, seed: int):
+    """A seeded random sample of n items of `dataset` (in index order, for locality), or all of it when n is
+    null or not smaller. Every sample that stands for a dataset (a tokenizer's fit images, a PSNR or probe
+    subset) is drawn this way, never as a prefix: image folders and sorted tensors list class by class."""
+    if not n or n >= len(dataset):
+        return dataset
+    g = torch.Generator().manual_seed(int(seed))
+    keep = torch.randperm(len(dataset), generator=g)[: int(n)].sort().values
+    return Subset(dataset, keep.tolist())
+
+
+def subset_identity(dataset) -> str:
+    """What a cache key needs to know of a (possibly sub-sampled) dataset: a digest of its indices, or "all"."""
+    if not isinstance(dataset, Subset):
+        return "all"
+    import hashlib
+
+    return hashlib.sha1(torch.as_tensor(dataset.indices, dtype=torch.int64).numpy().tobytes()).hexdigest()[:16]

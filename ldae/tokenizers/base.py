@@ -119,3 +119,14 @@ class LatentNorm(nn.Module):
         self.shift.copy_(shift.float())
         self.scale.fill_(float(second.rsqrt()))
         return {"latent_scale": float(self.scale), "latent_shift_norm": float(shift.norm())}
+
+
+class ImageBatches:
+    """A re-iterable stream of image batches (B, 3, H, W) from a loader of (x, y, index) samples that knows
+    how many images one pass holds, so a patch budget (PCA) can be spread uniformly over the whole pass."""
+
+    def __init__(self, loader: Iterable, num_images: int):
+        self.loader, self.num_images = loader, int(num_images)
+
+    def __iter__(self):
+        return (batch[0] for batch in self.loader)

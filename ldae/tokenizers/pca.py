@@ -51,26 +51,35 @@ class PatchPCA(Tokenizer):
     # --- fitting -----------------------------------------------------------------------------------
     @torch.no_grad()
     def fit(self, batches: Iterable[torch.Tensor]) -> dict:
-        """One pass over image batches (B, 3, H, W); samples up to `num_patches` patches at random."""
+        """One pass over image batches (B, 3, H, W); a uniform random sample of about `num_patches` patches.
+
+        When the pass holds more patches than the budget, each patch is kept with probability
+        budget / total (seeded), so the sample spans the whole pass rather than its first batches (a
+        class-sorted folder would otherwise give the bases of its first classes). The total comes from
+        `batches.num_images` (an `ImageBatches` stream) or a list of tensors; a stream of unknown length
+        keeps every patch (the statistics are running sums: the budget only bounds time, not memory).
+        """
         D = self.patch_dim
         s1 = torch.zeros(D, dtype=torch.float64)
         s2 = torch.zeros(D, D, dtype=torch.float64)
         n = 0
         gen = torch.Generator().manual_seed(self.seed)
-        shift = None
+        total_images = getattr(batches, "num_images", None)
+        if total_images is None and isinstance(batches, (list, tuple)):
+            total_images = sum(int(x.shape[0]) for x in batches)
+        shift, keep_p = None, 1.0
         for x in tqdm(batches, desc="fit patch_pca", leave=False):
-            if n >= self.num_patches:
-                break
             x = x.float().cpu()
             if shift is None:
                 # Shift by the first batch's mean (exactly undone below) so the float32 product of each batch
                 # does not lose the covariance to cancellation; batches accumulate in float64.
                 shift = self.patchify(x).reshape(-1, D).mean(0)  # (D,)
+                per_image = (x.shape[-2] // self.patch_size) * (x.shape[-1] // self.patch_size)
+                if total_images:
+                    keep_p = min(1.0, self.num_patches / (total_images * per_image))
             p = self._shifted_patches(x, shift)  # (B*N, D), one pass: patchify and shift together
-            # Keep a random subset of each batch's patches, so the sample spans the whole pass.
-            keep = min(p.shape[0], self.num_patches - n)
-            if keep < p.shape[0]:
-                p = p[torch.randperm(p.shape[0], generator=gen)[:keep]]
+            if keep_p < 1.0:  # a Bernoulli(keep_p) choice per patch: the budget is spent over the whole pass
+                p = p[torch.rand(p.shape[0], generator=gen) < keep_p]
             s1 += p.sum(0).double()  # a float32 sum per batch (a float64 one costs half the product)
             s2 += (p.T @ p).double()  # (D, D): a float32 product per batch (half the cost of float64)
             n += p.shape[0]
@@ -95,7 +104,8 @@ class PatchPCA(Tokenizer):
             self.component_scale.copy_(evals.clamp_min(1e-12 * float(evals[0].clamp_min(1e-30))).rsqrt().float())
         self.fitted.fill_(True)
         explained = float(evals[: self.latent_dim].sum() / evals.sum().clamp_min(1e-12))
-        return {"num_patches": n, "explained_variance": explained, "latent_scale": float(self.scale)}
+        return {"num_patches": n, "keep_probability": keep_p, "explained_variance": explained,
+                "latent_scale": float(self.scale)}
 
     def _shifted_patches(self, x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """patchify(x) - shift as one strided subtraction into a contiguous (B*N, D) buffer."""
@@ -127,4 +137,5 @@ class PatchPCA(Tokenizer):
 
     def fingerprint(self) -> dict:
         return {**super().fingerprint(), "center": self.center, "scaling": self.scaling,
-                "num_patches": self.num_patches, "seed": self.seed}
+                "num_patches": self.num_patches, "seed": self.seed,
+                "patch_sample": "uniform"}  # the budget spread over the whole pass (a prefix before)
