@@ -27,13 +27,15 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli  # noqa: E402
+from ldae.report.compose import budget_overrides, compose_train, flatten  # noqa: E402,F401
+from ldae.report.compose import user_overrides as _user_overrides  # noqa: E402
 from ldae.paper import STEPS  # noqa: E402 - (config name, change, short label, paper top-1, paper FID)
 from ldae.utils.io import atomic_write_json  # noqa: E402
 
 log = logging.getLogger("ldae.trajectory")
 
 # Keys of conf/trajectory.yaml that are not train.yaml's: never passed on to a row.
-OWN_KEYS = ("steps", "seeds", "budget")
+OWN_KEYS = ("steps", "seeds", "budget", "baselines_once")
 
 
 # ---------------------------------------------------------------------------------------------- pure logic
@@ -130,12 +132,21 @@ def render_markdown(rows: list[dict], meta: dict) -> str:
         wall = f"{r['wall_s']:.0f} s" if "wall_s" in r else "—"
         lines.append(f"| {r['step']:02d} | {r['change']} | {ours} | {r['paper_top1']:.1f} | {d_ours} | {d_paper} | "
                      f"{agrees} | {fid} | {wall} | {'; '.join(r.get('flags', []))} |")
+    base = meta.get("baselines")
+    if base:
+        for key, label in (("pixels", "baseline: raw pixels"), ("random", "baseline: random encoder")):
+            m, s = mean_std(base[key])
+            ours = f"{m:.2f}" + (f" ± {s:.2f}" if s is not None else "") + f" (n={len(base[key])})"
+            lines.append(f"| — | {label} (once, {base['row']}'s architecture) | {ours} | — | — | — | — | — | — | |")
+    if meta.get("chance") is not None:
+        lines.append(f"| — | chance (100 / classes) | {meta['chance']:.2f} | — | — | — | — | — | — | |")
     lines += ["", f"Budget per row: `{' '.join(meta.get('budget', [])) or 'the scale’s own'}`; command line: "
               f"`{' '.join(meta.get('overrides', []))}`. Total wall time {meta.get('wall_s', 0):.0f} s.", ""]
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path, title: str = "", chance: float | None = None) -> None:
+def plot(rows: list[dict], path: Path, title: str = "", chance: float | None = None,
+         baselines: dict | None = None) -> None:
     """Fig. 6 in the paper's manner: our probe accuracy per step (error bars: std over seeds), chance level
     (100 / classes) as a dotted line, and the paper's numbers on a second axis."""
     import matplotlib
@@ -154,6 +165,10 @@ def plot(rows: list[dict], path: Path, title: str = "", chance: float | None = N
                         ha="center", fontsize=7, color="tab:blue")
     if chance is not None:  # at small budgets the rows sit near it: the line says how near
         ax.axhline(chance, ls=":", lw=1, color="tab:red", label=f"chance ({chance:.0f}%)")
+    for key, color in (("pixels", "tab:green"), ("random", "tab:purple")):
+        if baselines and baselines.get(key):
+            m = mean_std(baselines[key])[0]
+            ax.axhline(m, ls="-.", lw=1, color=color, label=f"baseline: {key} ({m:.1f}%)")
     ax.set_ylabel("ours: linear probe top-1 (%)", color="tab:blue")
     ax2 = ax.twinx()
     ax2.plot(xs, [r["paper_top1"] for r in rows], marker="s", ls="--", color="tab:gray", label="paper (Fig. 6)")
@@ -174,48 +189,11 @@ def plot(rows: list[dict], path: Path, title: str = "", chance: float | None = N
 
 # ---------------------------------------------------------------------------------------------- running
 
-def flatten(node, prefix: str = "") -> list[str]:
-    """{'trainer': {'max_epochs': 1}, 'baselines': False} -> ['trainer.max_epochs=1', 'baselines=false']."""
-    out = []
-    for k, v in node.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out += flatten(v, key + ".")
-        else:
-            out.append(f"{key}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}")
-    return out
-
-
-def budget_overrides(cfg: DictConfig) -> list[str]:
-    b = cfg.get("budget") or {}
-    node = b.get(cfg.scale_name)
-    return flatten(OmegaConf.to_container(node, resolve=True)) if node else []
+compose_row = compose_train
 
 
 def user_overrides(task_overrides: list[str]) -> list[str]:
-    """The command line's train.yaml overrides: the trajectory's own keys and `experiment` are not passed on."""
-    keep = []
-    for ov in task_overrides:
-        key = ov.lstrip("+~").split("=", 1)[0]
-        if key.split(".")[0] in OWN_KEYS or key == "experiment" or key == "sweep" or key.startswith("hydra"):
-            if key == "experiment":
-                log.warning("ignoring %s: experiments/trajectory.py sets the experiment of every row", ov)
-            continue
-        keep.append(ov)
-    return keep
-
-
-def compose_row(overrides: list[str]) -> DictConfig:
-    """train.yaml with overrides: through the running Hydra app's compose API, or a fresh one in tests."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        from hydra import compose
-
-        return compose(config_name="train", overrides=overrides)
-    from ldae.config import compose_config
-
-    return compose_config(overrides)
+    return _user_overrides(task_overrides, OWN_KEYS, "experiments/trajectory.py")
 
 
 def selected_steps(cfg: DictConfig) -> list[int]:
@@ -239,6 +217,7 @@ def run_trajectory(cfg: DictConfig, out: str | Path, task_overrides: list[str]) 
     budget, extra = budget_overrides(cfg), user_overrides(task_overrides)
     seeds = [int(cfg.seed) + k for k in range(nseeds)]
     meta = {"scale": cfg.scale_name, "data": cfg.data.name, "seeds": seeds, "steps": steps, "budget": budget,
+            "chance": 100.0 / int(cfg.data.num_classes),
             "overrides": extra, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": 0.0}
     runs: dict[str, list[dict]] = {}
     t0, total, k = time.time(), len(steps) * nseeds, 0
@@ -276,13 +255,39 @@ def run_trajectory(cfg: DictConfig, out: str | Path, task_overrides: list[str]) 
             print(f"[trajectory {k}/{total}] {name} seed {seed}: {msg} in {time.time() - t1:.0f} s "
                   f"(total {time.time() - t0:.0f} s) -> {row_out}", flush=True)
 
+    if cfg.baselines_once:
+        meta["baselines"] = run_baselines(STEPS[steps[-1]][0], seeds, out, [*budget, *extra])
     doc = save(final=True)
     (out / "trajectory.md").write_text(render_markdown(doc["rows"], meta))
     plot(doc["rows"], out / "trajectory.png",
          title=f"l-DAE trajectory: scale={meta['scale']}, data={meta['data']}, {nseeds} seed(s)",
-         chance=100.0 / int(cfg.data.num_classes))
+         chance=100.0 / int(cfg.data.num_classes), baselines=meta.get("baselines"))
     print(f"[trajectory] {out / 'trajectory.md'}, trajectory.json, trajectory.png", flush=True)
     return doc
+
+
+def run_baselines(row: str, seeds: list[int], out: Path, overrides: list[str]) -> dict:
+    """Raw pixels and a random encoder, probed once per seed with `row`'s config: {name: [top-1 per seed]}."""
+    import json
+
+    from ldae.stages import baseline_probes
+
+    found: dict[str, list[float]] = {"pixels": [], "random": []}
+    for seed in seeds:
+        folder = out / "baselines" / f"seed{seed}"
+        path = folder / "baselines.json"
+        if path.is_file():
+            res = json.loads(path.read_text())
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            t1 = time.time()
+            res = baseline_probes(compose_row([f"experiment=trajectory/{row}", *overrides, f"seed={seed}"]), folder)
+            atomic_write_json(path, res)
+            print(f"[trajectory] baselines seed {seed}: pixels {res['baseline_pixels_top1']:.2f}%, random encoder "
+                  f"{res['baseline_random_top1']:.2f}% in {time.time() - t1:.0f} s", flush=True)
+        found["pixels"].append(float(res["baseline_pixels_top1"]))
+        found["random"].append(float(res["baseline_random_top1"]))
+    return {"row": row, **found}
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="trajectory", version_base=None)

@@ -86,3 +86,17 @@ def run_protocol(cfg: DictConfig, module, out: Path, baselines: bool) -> dict:
 
         res = finetune_stage(cfg, module, out)
     return {"protocol": name, **res}
+
+
+def module_from_checkpoint(ckpt_path: str):
+    """(PretrainModule with the checkpoint's weights, its stored run config upgraded to today's keys)."""
+    from omegaconf import OmegaConf
+
+    from ldae.lit.pretrain import PretrainModule
+    from ldae.probe import load_checkpoint_config, upgrade_stored_config
+
+    ckpt, stored = load_checkpoint_config(ckpt_path)
+    cfg = OmegaConf.create(upgrade_stored_config(stored))
+    module = PretrainModule(OmegaConf.to_container(cfg, resolve=True))
+    module.load_state_dict(ckpt["state_dict"])
+    return module, cfg

@@ -145,9 +145,7 @@ def latent_noise(tokenizer, x: torch.Tensor, sigmas, path: Path, seed: int = 0) 
         ax.axis("off")
     fig.suptitle(f"noise in the {tokenizer.name} latent (d = {tokenizer.latent_dim}), shown in pixels", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -171,6 +169,17 @@ def tokenizer_pictures(cfg, tokenizer, val_set, out: Path) -> dict:
 
 # ------------------------------------------------------------------------------------ probe curve
 
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Write a figure to `path` (its folder made) and free it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def probe_curve(history: list[dict], path: Path, title: str = "") -> Path:
     """Validation top-1 (%) per evaluated epoch of the probe's head."""
     plt = _pyplot()
@@ -186,7 +195,5 @@ def probe_curve(history: list[dict], path: Path, title: str = "") -> Path:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

@@ -112,12 +112,19 @@ def evaluate_tokenizer(tokenizer: Tokenizer, val_set, out: Path | None, seed: in
     return {"psnr": psnr, "mse": mse, "images": count}
 
 
+def clean_train_set(cfg: DictConfig, dm: LDAEDataModule):
+    """The training images as the tokenizer sees them: center crops without flips (the loader's own set when
+    it augments nothing)."""
+    if cfg.data.crop == "center" and not cfg.data.hflip:
+        return dm.train_set
+    return build_dataset(cfg.data, "train", augment=False)
+
+
 def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[PretrainModule, LDAEDataModule, dict]:
     world = world_size_of(cfg.trainer)
     dm = LDAEDataModule(cfg.data, world_size=world, seed=int(cfg.seed))
     dm.setup()
-    clean_train = dm.train_set if (cfg.data.crop == "center" and not cfg.data.hflip) else \
-        build_dataset(cfg.data, "train", augment=False)
+    clean_train = clean_train_set(cfg, dm)
     t0 = time.time()
     tokenizer, tok_record = fit_tokenizer(cfg, clean_train, out)
     tok_s = time.time() - t0
@@ -231,18 +238,24 @@ def probe_subsets(cfg: DictConfig, train, val):
 
 def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_set, out: Path, tag: str) -> dict:
     """Train the linear head on `extractor`'s features and return {top1, curve}."""
-    pr = cfg.probe
-    fbs = int(pr.feature_batch_size)
-    workers = int(cfg.data.num_workers)
-    cache_info = None
-    if pr.cache_features:
+    if cfg.probe.cache_features:
         from ldae.evaluation import probe_features
 
         ftr, ytr, fva, yva, cache_info = probe_features(cfg, extractor, train_set, val_set, tag)
-        train_set, val_set, extractor_for_head = TensorDataset(ftr, ytr), TensorDataset(fva, yva), None
+        return train_head(cfg, TensorDataset(ftr, ytr), TensorDataset(fva, yva), feature_dim, out, tag,
+                          cache_info=cache_info)
+    return train_head(cfg, train_set, val_set, feature_dim, out, tag, extractor=extractor)
+
+
+def train_head(cfg: DictConfig, train_set, val_set, feature_dim: int, out: Path, tag: str, extractor=None,
+               cache_info: dict | None = None) -> dict:
+    """The probe head on (feature, label) datasets, or on images through a frozen `extractor`: {top1, curve}."""
+    pr = cfg.probe
+    fbs = int(pr.feature_batch_size)
+    workers = int(cfg.data.num_workers)
+    if extractor is None:  # features in memory: the whole batch at once
         batch, accum = min(pr.batch_size, len(train_set)), 1
     else:
-        extractor_for_head = extractor
         batch = min(pr.batch_size, len(train_set))
         accum = max(1, batch // fbs)
         batch = batch // accum
@@ -254,12 +267,12 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     probe = LinearProbe(feature_dim, cfg.data.num_classes, optimizer=pr.optimizer, base_lr=probe_base_lr(pr),
                         batch_size=batch * accum * world, momentum=pr.momentum, weight_decay=pr.weight_decay,
-                        warmup_epochs=pr.warmup_epochs, extractor=extractor_for_head)
+                        warmup_epochs=pr.warmup_epochs, extractor=extractor)
     g = torch.Generator().manual_seed(int(cfg.seed))
     train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=len(train_set) > batch,
-                              generator=g, num_workers=0 if pr.cache_features else workers)
+                              generator=g, num_workers=0 if extractor is None else workers)
     val_loader = DataLoader(val_set, batch_size=max(batch, fbs), shuffle=False,
-                            num_workers=0 if pr.cache_features else workers)
+                            num_workers=0 if extractor is None else workers)
     trainer = pl.Trainer(**probe_devices(cfg), max_epochs=pr.epochs, logger=loggers_for(cfg, out, f"probe_{tag}"),
                          enable_checkpointing=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
                          enable_model_summary=False, accumulate_grad_batches=accum, num_sanity_val_steps=0,
@@ -267,7 +280,7 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
     trainer.fit(probe, train_loader, val_loader)
     curve = probe.history
     log.info("probe %s: top1 %.2f, head training %.0f samples/s (%s features)", tag, curve[-1]["top1"],
-             probe.samples_per_s, "cached" if pr.cache_features else "on-the-fly")
+             probe.samples_per_s, "cached" if extractor is None else "on-the-fly")
     if trainer.is_global_zero:
         from ldae.wandb_logger import log_pictures, set_summary
 
@@ -279,6 +292,33 @@ def linear_probe(cfg: DictConfig, extractor, feature_dim: int, train_set, val_se
             log_pictures(trainer.loggers, {"pictures/probe_curve": png})
     return {"top1": curve[-1]["top1"], "curve": curve, "lr": probe.lr, "base_lr": probe.base_lr,
             "batch_size": batch * accum * world, "samples_per_s": probe.samples_per_s, "feature_cache": cache_info}
+
+
+def probe_grid(cfg: DictConfig, module: PretrainModule, out: Path, ts: list[int], blocks: list[int]) -> list[dict]:
+    """One linear head per (t, block) on one pretrained encoder (PAPER.md App. A's two sweeps in one): per t
+    one forward over the probe data reads every block (features cached per t), then a head per block.
+    Returns [{t, block, top1}] in (t, block) order."""
+    if not cfg.probe.cache_features:
+        raise ValueError("a probe grid trains its heads on cached features: set probe.cache_features=true "
+                         "(and probe.augment=false)")
+    from ldae.evaluation import probe_features
+    from ldae.lit.probe import GridFeatures
+
+    blocks = sorted(set(int(b) for b in blocks))
+    train_set, val_set = probe_datasets(cfg, None)
+    grid = []
+    for t in ts:
+        tcfg = cfg.copy()
+        OmegaConf.update(tcfg, "probe.t", int(t), merge=False)
+        ext = GridFeatures(encoder_features(tcfg, module), blocks)
+        ftr, ytr, fva, yva, _ = probe_features(tcfg, ext, train_set, val_set, f"grid_t{t}")
+        for k, b in enumerate(blocks):
+            cols = slice(k * ext.width, (k + 1) * ext.width)  # block b's (N, D) slice of the (N, K*D) features
+            res = train_head(tcfg, TensorDataset(ftr[:, cols], ytr), TensorDataset(fva[:, cols], yva), ext.width,
+                             out, f"grid_t{t}_b{b}")
+            grid.append({"t": int(t), "block": b, "top1": res["top1"]})
+            log.info("probe grid t=%d block=%d: top1 %.2f", t, b, res["top1"])
+    return grid
 
 
 def probe_devices(cfg: DictConfig) -> dict:
@@ -313,13 +353,32 @@ def probe_all(cfg: DictConfig, module: PretrainModule, dm: LDAEDataModule | None
                probe_batch_size=p["batch_size"], probe_train_samples_per_s=p["samples_per_s"],
                probe_feature_cache=p["feature_cache"])
     if baselines:
-        pix = PixelFeatures(cfg.data.image_size)
-        res["baseline_pixels_top1"] = linear_probe(cfg, pix, pix.dim, train_set, val_set, out, "pixels")["top1"]
-        # A random encoder whose blocks are NOT identities: adaLN projections and gates initialised like the
-        # other layers (adaln_zero=False), so it is a real random network rather than a patch embedding.
-        torch.manual_seed(int(cfg.seed) + 1)
-        rnd = build_backbone_for(module.cfg, module.tokenizer, module.objective, adaln_zero=False)
-        ext_r = encoder_features(cfg, module, backbone=rnd)
-        res["baseline_random_top1"] = linear_probe(cfg, ext_r, ext_r.dim, train_set, val_set, out, "random")["top1"]
+        res.update(_baselines(cfg, module, train_set, val_set, out))
     res["probe_wall_s"] = time.time() - t0
     return res
+
+
+def _baselines(cfg: DictConfig, module: PretrainModule, train_set, val_set, out: Path) -> dict:
+    pix = PixelFeatures(cfg.data.image_size)
+    res = {"baseline_pixels_top1": linear_probe(cfg, pix, pix.dim, train_set, val_set, out, "pixels")["top1"]}
+    # A random encoder whose blocks are NOT identities: adaLN projections and gates initialised like the
+    # other layers (adaln_zero=False), so it is a real random network rather than a patch embedding.
+    torch.manual_seed(int(cfg.seed) + 1)
+    rnd = build_backbone_for(module.cfg, module.tokenizer, module.objective, adaln_zero=False)
+    ext_r = encoder_features(cfg, module, backbone=rnd)
+    res["baseline_random_top1"] = linear_probe(cfg, ext_r, ext_r.dim, train_set, val_set, out, "random")["top1"]
+    return res
+
+
+def baseline_probes(cfg: DictConfig, out: Path) -> dict:
+    """The two probe baselines of a config without pretraining it (its tokenizer fitted or loaded): raw
+    pixels and a random encoder of its architecture, by the same probe code on the same data. A trajectory
+    measures them once, beside its rows."""
+    dm = LDAEDataModule(cfg.data, world_size=world_size_of(cfg.trainer), seed=int(cfg.seed))
+    dm.setup()
+    clean_train = clean_train_set(cfg, dm)
+    tokenizer, _ = fit_tokenizer(cfg, clean_train)
+    module = PretrainModule(OmegaConf.to_container(cfg, resolve=True), tokenizer)
+    t0 = time.time()
+    res = _baselines(cfg, module, *probe_datasets(cfg, dm), out)
+    return {**res, "wall_s": time.time() - t0}

@@ -90,6 +90,30 @@ class EncoderFeatures(nn.Module):
         return self.backbone.forward_features(self.network_input(x, index), t, None, self.block)  # (B, D)
 
 
+class GridFeatures(nn.Module):
+    """An EncoderFeatures read after each of `blocks` in one forward: (B, K*D), block k in columns k*D:(k+1)*D."""
+
+    def __init__(self, encoder: EncoderFeatures, blocks: list[int]):
+        super().__init__()
+        depth = len(encoder.backbone.blocks)
+        bad = [b for b in blocks if not 1 <= b <= depth]
+        if bad:
+            raise ValueError(f"probe grid blocks {bad} outside 1..{depth} (the backbone's depth)")
+        self.encoder, self.blocks = encoder, sorted(set(blocks))
+        self.width = encoder.dim
+        self.dim = self.width * len(self.blocks)
+
+    def identity(self) -> dict:
+        return {**self.encoder.identity(), "block": None, "blocks": self.blocks}
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        enc = self.encoder
+        enc.backbone.eval()
+        t = torch.full((x.shape[0],), enc.t, device=x.device, dtype=torch.long)
+        return enc.backbone.block_features(enc.network_input(x, index), t, None, self.blocks).flatten(1)  # (B, K*D)
+
+
 class PixelFeatures(nn.Module):
     """The raw-pixel baseline: the image itself, flattened."""
 

@@ -199,6 +199,19 @@ class DiT(nn.Module):
         """Global-average-pooled encoder output (B, D): the representation the probe reads."""
         return self.encode(x, t, y, depth)[0].mean(1)
 
+    def block_features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
+                       depths: list[int]) -> torch.Tensor:
+        """Pooled tokens after each of `depths` blocks from one forward (B, K, D): a probe grid over split
+        points (PAPER.md App. A) costs one pass, not one per block."""
+        c = self.condition(t, y)
+        h = self.x_embedder(x) + self.pos_embed  # (B, N, D)
+        feats = [h.mean(1)] if 0 in depths else []
+        for k, blk in enumerate(self.blocks[: max(depths)], start=1):
+            h = self.run_block(blk, h, c)
+            if k in depths:
+                feats.append(h.mean(1))
+        return torch.stack(feats, dim=1)  # (B, K, D), in the order of sorted(set(depths))
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C_in, H, W), t (B,) -> prediction (B, C_out, H, W)."""
         h, c = self.encode(x, t, y)
