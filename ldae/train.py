@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
 from ldae.distributed import end_job, is_rank_zero, job_run_dir
-from ldae.resume import find_unfinished, fingerprint, latest_checkpoint, register
+from ldae.resume import checkpoint_problem, find_unfinished, fingerprint, latest_checkpoint, register
 from ldae.run_identity import identity
 from ldae.utils.io import atomic_write_json
 
@@ -75,9 +75,10 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         from ldae.wandb_logger import finish
 
         finish()
-    log.info("results: probe_top1=%.2f pixels=%s random=%s loss=%.4f wall=%.0fs -> %s",
+    loss = results["pretrain_loss"]
+    log.info("results: probe_top1=%.2f pixels=%s random=%s loss=%s wall=%.0fs -> %s",
              results["probe_top1"], results.get("baseline_pixels_top1"), results.get("baseline_random_top1"),
-             results["pretrain_loss"], results["wall_s"], out / "results.json")
+             "none" if loss is None else f"{loss:.4f}", results["wall_s"], out / "results.json")
     return results
 
 
@@ -85,14 +86,19 @@ def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, str | None]:
     """(run folder, checkpoint to resume from): `ckpt_path=` if given; with resume=auto, the unfinished
     run of the same config (its folder is reused, this one keeps a pointer); else a fresh start."""
     if cfg.ckpt_path:
-        return out, str(cfg.ckpt_path)
+        path = Path(str(cfg.ckpt_path))
+        why = "no such file" if not path.is_file() else checkpoint_problem(path)
+        if why is not None:
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a checkpoint to resume from ({why}); allowed: "
+                              f"an ldae checkpoint such as RUN/checkpoints/last.ckpt, or ckpt_path=null")
+        return out, str(path)
     prev = find_unfinished(cfg) if cfg.resume == "auto" else None
-    if prev is None:
+    ckpt = latest_checkpoint(prev) if prev is not None else None
+    if ckpt is None:
         return out, None
     if prev.resolve() != out.resolve():
         out.mkdir(parents=True, exist_ok=True)
         (out / "RESUMED_IN.txt").write_text(f"{prev}\n")
-    ckpt = latest_checkpoint(prev)
     log.info("resuming the unfinished run of this config in %s from %s (resume=never starts afresh)", prev, ckpt.name)
     return prev, str(ckpt)
 

@@ -44,12 +44,21 @@ class LastCheckpoint(Checkpoint):
 
     def __init__(self, dirpath, every_n_steps: int | None = None):
         self.path = os.path.join(str(dirpath), "last.ckpt")
+        self.previous = os.path.join(str(dirpath), "previous.ckpt")
         self.every_n_steps = every_n_steps
         self._saved_step = -1
 
-    def _save(self, trainer) -> None:
-        if trainer.sanity_checking or trainer.global_step in (0, self._saved_step):
+    def _save(self, trainer, epoch_end: bool = False) -> None:
+        if trainer.sanity_checking or trainer.global_step == 0:
             return
+        same_step = trainer.global_step == self._saved_step
+        if same_step and not epoch_end:
+            return
+        # The epoch end saves again after a step save of the same step: only then does the file hold the
+        # epoch's validation and mean loss (and a resume skips the finished epoch's end). A re-save of the
+        # same step replaces last.ckpt without rotating it, so previous.ckpt stays one step older.
+        if trainer.is_global_zero and os.path.isfile(self.path) and not same_step:
+            keep_previous(self.path, self.previous)
         trainer.save_checkpoint(self.path, weights_only=False)  # every rank calls it; rank zero writes
         self._saved_step = trainer.global_step
 
@@ -58,7 +67,21 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._save(trainer)
+        self._save(trainer, epoch_end=True)
+
+
+def keep_previous(last: str, previous: str) -> None:
+    """`last` becomes `previous` as well, so that a newest checkpoint that cannot be read has one to fall back
+    to. A hard link keeps `last` in place throughout (the atomic save then replaces it); a rename where the
+    file system has no links (resume also looks for `previous`)."""
+    tmp = previous + ".tmp"
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.link(last, tmp)
+        os.replace(tmp, previous)
+    except OSError:
+        os.replace(last, previous)
 
 
 def rng_states() -> dict:

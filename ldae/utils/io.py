@@ -30,6 +30,10 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return _atomic(path, lambda f: f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode()))
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return _atomic(path, lambda f: f.write(text.encode()))
+
+
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     import torch
 
