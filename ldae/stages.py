@@ -21,6 +21,7 @@ from ldae.data.datamodule import BadImageReport
 from ldae.data.sampling import ConsumedBatches, random_subset
 from ldae.lit.csv_metrics import AppendingCSVLogger as CSVLogger  # a resumed run keeps its curves
 from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep, LastCheckpoint
+from ldae.signals import StopAtStepEnd
 from ldae.lit.pretrain import PretrainModule, build_backbone_for
 from ldae.lit.probe import EncoderFeatures, LinearProbe, PixelFeatures, probe_base_lr
 from ldae.tokenizers import Tokenizer, TrainableTokenizer, build_tokenizer, fit_or_load
@@ -141,7 +142,7 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
     module.tokenizer_record = tok_record
     # last.ckpt at every epoch end and every `checkpoint.every_n_steps` optimiser steps (mid-epoch resume).
     ckpt = LastCheckpoint(out / "checkpoints", cfg.checkpoint.every_n_steps)
-    callbacks = [ConsumedBatches(), BadImageReport(), ckpt, LearningRateMonitor("step")]
+    callbacks = [ConsumedBatches(), BadImageReport(), ckpt, LearningRateMonitor("step"), StopAtStepEnd()]
     if cfg.get("online_probe") and cfg.online_probe.enabled:
         from ldae.lit.online_probe import OnlineProbe
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from ldae import signals
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
 from ldae.distributed import end_job, is_rank_zero, job_run_dir
 from ldae.resume import checkpoint_problem, find_unfinished, fingerprint, latest_checkpoint, register
@@ -41,8 +42,16 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
         register(cfg, out)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    module, dm, info = pretrain(cfg, out, ckpt_path)
-    probe = probe_all(cfg, module, dm, out, baselines=bool(cfg.baselines))
+    signals.install()
+    try:
+        module, dm, info = pretrain(cfg, out, ckpt_path)
+        probe = probe_all(cfg, module, dm, out, baselines=bool(cfg.baselines))
+    except (signals.Interrupted, SystemExit) as e:  # SystemExit: Lightning's SIGTERMException
+        if signals.received() is None:
+            raise
+        raise RunInterrupted(signals.received(), out) from e
+    finally:
+        signals.uninstall()
     tok = module.tokenizer
     results = {
         "experiment": cfg.name,
@@ -80,6 +89,27 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
              results["probe_top1"], results.get("baseline_pixels_top1"), results.get("baseline_random_top1"),
              "none" if loss is None else f"{loss:.4f}", results["wall_s"], out / "results.json")
     return results
+
+
+class RunInterrupted(Exception):
+    """SIGTERM or SIGINT stopped the run; the message says where its checkpoint is and how to resume."""
+
+    def __init__(self, signum: int, run_dir: Path):
+        import signal
+
+        self.exit_code = 128 + int(signum)  # the shell's convention: 143 for SIGTERM, 130 for SIGINT
+        name = signal.Signals(signum).name
+        ckpt = latest_checkpoint(run_dir) if is_rank_zero() else None
+        if ckpt is None:
+            msg = (f"stopped by {name} before the first checkpoint of {run_dir}; nothing to resume: the same "
+                   f"command starts afresh")
+        else:
+            import torch
+
+            step = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+            msg = (f"stopped by {name}; checkpoint {ckpt} (step {step}) is saved: run the same command again to "
+                   f"resume (resume=auto), or pass ckpt_path={ckpt}")
+        super().__init__(msg)
 
 
 def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, str | None]:
@@ -126,6 +156,9 @@ def _hydra_main(cfg: DictConfig) -> float:
         return top1
     except (ConfigError, DataError, NonFiniteLossError) as e:
         fail("ldae-train", str(e))
+    except RunInterrupted as e:
+        print(f"ldae-train: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
     finally:
         end_job(ok)  # retire this job's DDP ranks, so the next job of a sweep starts its own
 

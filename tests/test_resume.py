@@ -281,3 +281,40 @@ def test_explicit_ckpt_path_that_cannot_be_loaded_is_one_clear_error(compose, tm
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"ckpt_path=.*half.ckpt is not a checkpoint to resume from"):
         resume_point(compose(f"ckpt_path={bad}"), tmp_path / "out")
+
+
+def test_sigterm_saves_a_checkpoint_says_how_to_resume_and_exits_143(tmp_path, uninterrupted):
+    """SIGTERM at the start of step 5, with epoch-end checkpoints only (the last one at step 4): the step
+    that was running ends, is saved (step 6), one line names the checkpoint, exit 143; the same command
+    resumes from it and ends as the uninterrupted run does."""
+    args = ARGS + ["checkpoint.every_n_steps=null"]
+    stopped = _train_cli(args, tmp_path, {"LDAE_KILL_AT_STEP": "5", "LDAE_KILL_SIGNAL": "TERM"})
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    lines = [ln for ln in stopped.stderr.splitlines() if ln.startswith("ldae-train: stopped by SIGTERM")]
+    assert len(lines) == 1 and "run the same command again to resume" in lines[0], stopped.stderr[-2000:]
+    assert "Traceback" not in stopped.stderr
+    ckpt = lines[0].split("checkpoint ", 1)[1].split(" (step", 1)[0]
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 6 and "(step 6)" in lines[0]
+    resumed = _train_cli(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run_dir = os.path.dirname(os.path.dirname(ckpt))
+    rb = json.loads(open(os.path.join(run_dir, "results.json")).read())
+    ra = json.loads((uninterrupted / "results.json").read_text())
+    assert rb["resumed_from"] == ckpt
+    for key in ("pretrain_loss", "pretrain_val_loss", "probe_top1"):
+        assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
+
+
+def test_sigint_during_the_probe_exits_130_and_names_the_final_checkpoint(compose, tmp_path, monkeypatch):
+    import ldae.stages
+    from ldae import signals
+    from ldae.train import RunInterrupted, run
+
+    def interrupted_probe(*a, **k):
+        signals._handler(signal.SIGINT, None)  # as if Ctrl-C arrived during the probe: raises at once
+
+    monkeypatch.setattr(ldae.stages, "probe_all", interrupted_probe)
+    with pytest.raises(RunInterrupted, match=r"stopped by SIGINT; checkpoint .*last.ckpt \(step 8\)") as e:
+        run(compose("baselines=false", "resume=never"), tmp_path / "run")
+    assert e.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is not signals._handler  # the handlers are restored

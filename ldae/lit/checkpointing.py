@@ -63,7 +63,11 @@ class LastCheckpoint(Checkpoint):
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+        # On SIGTERM/SIGINT Lightning stops right after this hook: the step just taken is saved first. (One
+        # process only: under DDP the other ranks may not have the flag yet, and a save is a collective;
+        # Lightning then stops every rank at the next step start, and the last periodic save is the resume.)
+        stopping = trainer.received_sigterm and trainer.world_size == 1
+        if (self.every_n_steps and trainer.global_step % self.every_n_steps == 0) or stopping:
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -110,19 +114,22 @@ def _as_tuples(x):
 
 
 class KillAtStep(Callback):
-    """Fault injection for the resume tests: SIGKILL this process when training step `step` starts (the
-    checkpoint of the step before is on disk by then). Enabled by the LDAE_KILL_AT_STEP environment variable."""
+    """Fault injection for the resume tests: send this process a signal (SIGKILL, or the one named by
+    LDAE_KILL_SIGNAL, e.g. TERM or INT) when training step `step` starts (the checkpoint of the step before is
+    on disk by then). Enabled by the LDAE_KILL_AT_STEP environment variable."""
 
     ENV = "LDAE_KILL_AT_STEP"
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, signum: int = signal.SIGKILL):
         self.step = int(step)
+        self.signum = signum
 
     @classmethod
     def from_env(cls) -> "KillAtStep | None":
         v = os.environ.get(cls.ENV)
-        return cls(int(v)) if v else None
+        name = os.environ.get("LDAE_KILL_SIGNAL", "KILL")
+        return cls(int(v), getattr(signal, "SIG" + name.upper().removeprefix("SIG"))) if v else None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signum)
