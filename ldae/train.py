@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from ldae import signals
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
 from ldae.distributed import end_job, is_rank_zero, job_run_dir
-from ldae.resume import checkpoint_problem, find_unfinished, fingerprint, latest_checkpoint, register
+from ldae.resume import (Heartbeat, checkpoint_problem, claim, find_unfinished, fingerprint, latest_checkpoint,
+                         live_owner, register, registry_entry)
 from ldae.run_identity import identity
 from ldae.utils.io import atomic_write_json
 
@@ -35,12 +36,12 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     if cfg.probe.name != "linear":
         raise ConfigError(f"ldae-train runs the linear probe (probe=linear, got probe={cfg.probe.name}); evaluate "
                           f"its checkpoint with `ldae-probe ckpt_path=RUN/checkpoints/last.ckpt probe={cfg.probe.name}`")
-    out, ckpt_path = resume_point(cfg, Path(output_dir))
+    out, ckpt_path, owned = resume_point(cfg, Path(output_dir))
     out.mkdir(parents=True, exist_ok=True)
     run_id = fingerprint(cfg)
     if is_rank_zero():  # file writes on rank 0 only (DDP ranks > 0 run the same job into the same folder)
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-        register(cfg, out)
+    beat = Heartbeat(cfg) if owned else None  # the registry entry says this run is alive
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     signals.install()
     try:
@@ -52,6 +53,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         raise RunInterrupted(signals.received(), out) from e
     finally:
         signals.uninstall()
+        if beat is not None:
+            beat.stop()
     tok = module.tokenizer
     results = {
         "experiment": cfg.name,
@@ -112,25 +115,40 @@ class RunInterrupted(Exception):
         super().__init__(msg)
 
 
-def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, str | None]:
-    """(run folder, checkpoint to resume from): `ckpt_path=` if given; with resume=auto, the unfinished
-    run of the same config (its folder is reused, this one keeps a pointer); else a fresh start."""
+def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, str | None, bool]:
+    """(run folder, checkpoint to resume from, whether this process owns the resume entry): `ckpt_path=` if
+    given; with resume=auto, the unfinished run of the same config unless its owner is alive (its folder is
+    reused, this one keeps a pointer); else a fresh start. Rank zero decides; the ranks it starts follow."""
+    rank0 = is_rank_zero()
     if cfg.ckpt_path:
         path = Path(str(cfg.ckpt_path))
         why = "no such file" if not path.is_file() else checkpoint_problem(path)
         if why is not None:
             raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a checkpoint to resume from ({why}); allowed: "
                               f"an ldae checkpoint such as RUN/checkpoints/last.ckpt, or ckpt_path=null")
-        return out, str(path)
-    prev = find_unfinished(cfg) if cfg.resume == "auto" else None
-    ckpt = latest_checkpoint(prev) if prev is not None else None
+        if rank0:
+            register(cfg, out)
+        return out, str(path), rank0
+    if cfg.resume != "auto":
+        if rank0:
+            register(cfg, out)
+        return out, None, rank0
+    if job_run_dir():  # a rank started by rank 0, into the folder rank 0 chose: its newest checkpoint
+        ckpt = latest_checkpoint(out)
+        return out, (str(ckpt) if ckpt else None), False
+    if rank0:
+        prev, ckpt, owned = claim(cfg, out)
+    else:  # torchrun's other ranks read what rank 0 reads (a live owner of another job: their own folder)
+        entry = registry_entry(cfg)
+        prev = None if entry and live_owner(entry) else find_unfinished(cfg)
+        ckpt, owned = (latest_checkpoint(prev) if prev is not None else None), False
     if ckpt is None:
-        return out, None
+        return out, None, owned
     if prev.resolve() != out.resolve():
         out.mkdir(parents=True, exist_ok=True)
         (out / "RESUMED_IN.txt").write_text(f"{prev}\n")
     log.info("resuming the unfinished run of this config in %s from %s (resume=never starts afresh)", prev, ckpt.name)
-    return prev, str(ckpt)
+    return prev, str(ckpt), owned
 
 
 def tokenizer_notes(tok) -> list[str]:

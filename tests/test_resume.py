@@ -280,7 +280,7 @@ def test_explicit_ckpt_path_that_cannot_be_loaded_is_one_clear_error(compose, tm
     bad = tmp_path / "half.ckpt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"ckpt_path=.*half.ckpt is not a checkpoint to resume from"):
-        resume_point(compose(f"ckpt_path={bad}"), tmp_path / "out")
+        resume_point(compose(f"ckpt_path={bad}", f"paths.cache_dir={tmp_path}"), tmp_path / "out")
 
 
 def test_sigterm_saves_a_checkpoint_says_how_to_resume_and_exits_143(tmp_path, uninterrupted):
@@ -318,3 +318,102 @@ def test_sigint_during_the_probe_exits_130_and_names_the_final_checkpoint(compos
         run(compose("baselines=false", "resume=never"), tmp_path / "run")
     assert e.value.exit_code == 130
     assert signal.getsignal(signal.SIGINT) is not signals._handler  # the handlers are restored
+
+
+def _entry(cfg, run_dir, **owner):
+    """A registry entry for `run_dir` owned by `owner` (host, pid, job) with a heartbeat `age` seconds old."""
+    import socket
+    import time
+
+    from ldae.resume import _index, fingerprint
+
+    age = owner.pop("age", 0.0)
+    own = {"host": socket.gethostname(), "pid": os.getpid(), "start": time.time(), "job": None, **owner}
+    atomic_write_json(_index(cfg, fingerprint(cfg)), {"run_dir": str(run_dir), "name": cfg.name, "owner": own,
+                                                      "heartbeat": time.time() - age})
+
+
+def test_an_identical_run_beside_a_live_one_starts_its_own_folder_and_a_dead_owner_is_resumed(
+        tmp_path, compose, monkeypatch, caplog):
+    import logging
+    import subprocess
+    import sys
+
+    from ldae.resume import HEARTBEAT_TIMEOUT_S, registry_entry
+    from ldae.train import resume_point
+
+    for k in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "RANK", "LDAE_RUN_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    cfg = compose(f"paths.cache_dir={tmp_path / 'cache'}")
+    first = tmp_path / "first"
+    atomic_torch_save(first / "checkpoints" / "last.ckpt", {"state_dict": {}, "global_step": 3})
+    before = sorted(p.name for p in first.rglob("*"))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        cases = [  # (owner of the first run, does the second run resume it?)
+            ({"pid": live.pid}, False),                                  # alive on this host
+            ({"pid": dead.pid}, True),                                   # its PID is gone
+            ({"pid": live.pid, "age": HEARTBEAT_TIMEOUT_S + 1}, True),   # silent too long (PID reused)
+            ({"host": "elsewhere", "pid": 1}, False),                    # another host, beating
+            ({"host": "elsewhere", "pid": 1, "age": HEARTBEAT_TIMEOUT_S + 1}, True),
+            ({"host": "elsewhere", "pid": 1, "job": "slurm-77"}, True),  # the same SLURM job, requeued
+        ]
+        for i, (owner, resumes) in enumerate(cases):
+            if owner.get("job"):
+                monkeypatch.setenv("SLURM_JOB_ID", "77")
+            _entry(cfg, first, **owner)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="ldae"):
+                run_dir, ckpt, owned = resume_point(cfg, tmp_path / f"second{i}")
+            live_lines = [r for r in caplog.records if "identical run is live" in r.getMessage()]
+            if resumes:
+                assert run_dir == first.resolve() and ckpt.endswith("last.ckpt") and owned, owner
+                assert registry_entry(cfg)["owner"]["pid"] == os.getpid()  # the resumer owns it now
+                assert not live_lines
+            else:
+                assert run_dir == tmp_path / f"second{i}" and ckpt is None and not owned, owner
+                assert registry_entry(cfg)["owner"]["pid"] == owner["pid"]  # the live run keeps its entry
+                assert len(live_lines) == 1 and str(first) in live_lines[0].getMessage()
+            monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    finally:
+        live.kill()
+        live.wait()
+    assert sorted(p.name for p in first.rglob("*")) == before  # the first run's files untouched
+
+
+def test_the_ranks_of_one_job_are_one_run(tmp_path, compose, monkeypatch):
+    from ldae.train import resume_point
+
+    for k in ("SLURM_JOB_ID", "LDAE_RUN_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    cfg = compose(f"paths.cache_dir={tmp_path / 'cache'}")
+    first = tmp_path / "first"
+    atomic_torch_save(first / "checkpoints" / "last.ckpt", {"state_dict": {}})
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+    _entry(cfg, first, pid=os.getppid(), job="torchrun-abc")  # rank 0 of this torchrun job, alive
+    monkeypatch.setenv("RANK", "1")
+    run_dir, ckpt, owned = resume_point(cfg, tmp_path / "rank1")
+    assert run_dir == first.resolve() and ckpt.endswith("last.ckpt") and not owned  # follows, never owns
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    monkeypatch.setenv("LDAE_RUN_DIR", str(first))  # a rank Lightning's launcher started into rank 0's folder
+    run_dir, ckpt, owned = resume_point(cfg, first)
+    assert run_dir == first and ckpt.endswith("last.ckpt") and not owned
+
+
+def test_the_heartbeat_refreshes_the_owners_entry_until_stopped(tmp_path, compose):
+    import time
+
+    from ldae.resume import Heartbeat, register, registry_entry
+
+    cfg = compose(f"paths.cache_dir={tmp_path / 'cache'}")
+    register(cfg, tmp_path / "run")
+    t0 = registry_entry(cfg)["heartbeat"]
+    beat = Heartbeat(cfg, interval_s=0.05)
+    time.sleep(0.5)
+    beat.stop()
+    t1 = registry_entry(cfg)["heartbeat"]
+    assert t1 > t0
+    time.sleep(0.3)
+    assert registry_entry(cfg)["heartbeat"] == pytest.approx(t1, abs=0.06)  # stopped (one last beat at most)
