@@ -24,7 +24,15 @@ def load_checkpoint_config(ckpt_path: str) -> tuple[dict, dict]:
     if not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a checkpoint written by ldae-train "
                           f"(RUN_DIR/checkpoints/last.ckpt)")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, random bytes, text, a pickle of foreign objects
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(f"ckpt_path={ckpt_path} cannot be read as a checkpoint ({type(e).__name__}: "
+                          f"{first[:160]}); give a checkpoint written by ldae-train (RUN_DIR/checkpoints/last.ckpt)")
+    if not isinstance(ckpt, dict):
+        raise ConfigError(f"ckpt_path={ckpt_path} holds a {type(ckpt).__name__}, not a checkpoint: was it written "
+                          f"by ldae-train?")
     config = (ckpt.get("hyper_parameters") or {}).get("config")
     if config is None:
         raise ConfigError(f"ckpt_path={ckpt_path} holds no ldae config: was it written by ldae-train?")

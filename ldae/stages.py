@@ -12,7 +12,6 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from ldae.config import world_size_of
@@ -20,7 +19,9 @@ from ldae.distributed import is_rank_zero, trainer_kwargs
 from ldae.data import LDAEDataModule, build_dataset, data_fingerprint
 from ldae.data.datamodule import BadImageReport
 from ldae.data.sampling import ConsumedBatches, random_subset
+from ldae.lit.csv_metrics import AppendingCSVLogger as CSVLogger  # a resumed run keeps its curves
 from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep, LastCheckpoint
+from ldae.signals import StopAtStepEnd
 from ldae.lit.pretrain import PretrainModule, build_backbone_for
 from ldae.lit.probe import EncoderFeatures, LinearProbe, PixelFeatures, probe_base_lr
 from ldae.tokenizers import Tokenizer, TrainableTokenizer, build_tokenizer, fit_or_load
@@ -31,8 +32,7 @@ log = logging.getLogger("ldae")
 # Lightning's advice lines that do not apply to in-memory data on CPU.
 for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*LeafSpec.*",
                 ".*Trying to infer the `batch_size`.*", ".*number of training batches.*",
-                ".*module\\(s\\) in eval mode.*",  # the frozen tokenizer and the EMA copy are eval on purpose
-                ".*Experiment logs directory .* exists and is not empty.*"):  # a resumed run appends to its CSV
+                ".*module\\(s\\) in eval mode.*"):  # the frozen tokenizer and the EMA copy are eval on purpose
     warnings.filterwarnings("ignore", message=pattern)
 # Lightning's banner lines (accelerator summary, tips) at INFO: ldae logs its own summary.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
@@ -149,7 +149,7 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
     module.tokenizer_record = tok_record
     # last.ckpt at every epoch end and every `checkpoint.every_n_steps` optimiser steps (mid-epoch resume).
     ckpt = LastCheckpoint(out / "checkpoints", cfg.checkpoint.every_n_steps)
-    callbacks = [ConsumedBatches(), BadImageReport(), ckpt, LearningRateMonitor("step")]
+    callbacks = [ConsumedBatches(), BadImageReport(), ckpt, LearningRateMonitor("step"), StopAtStepEnd()]
     if cfg.get("online_probe") and cfg.online_probe.enabled:
         from ldae.lit.online_probe import OnlineProbe
 
@@ -169,7 +169,8 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     info = {
         "pretrain_loss": module.last_epoch_loss,
-        "pretrain_val_loss": _metric(trainer, "pretrain/val_loss"),
+        "pretrain_val_loss": _first_not_none(_metric(trainer, "pretrain/val_loss"),
+                                             module.last_val_loss),  # restored when no epoch ran
         "pretrain_wall_s": time.time() - t0,
         "tokenizer_wall_s": tok_s,
         "steps": trainer.global_step,
@@ -209,6 +210,10 @@ def publish_tokenizer(cfg: DictConfig, out: Path, tokenizer: Tokenizer, val_set,
         if wl is not None:
             set_summary([wl], {"tokenizer/psnr": tok_eval["psnr"], "tokenizer/mse": tok_eval["mse"]})
             log_pictures([wl], {k: str(v) for k, v in pics.items()})
+
+
+def _first_not_none(*values):
+    return next((v for v in values if v is not None), None)
 
 
 def _metric(trainer: pl.Trainer, name: str) -> float | None:

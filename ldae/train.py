@@ -14,9 +14,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from ldae import signals
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
 from ldae.distributed import end_job, is_rank_zero, job_run_dir
-from ldae.resume import find_unfinished, fingerprint, latest_checkpoint, register
+from ldae.resume import (Heartbeat, checkpoint_problem, claim, find_unfinished, fingerprint, latest_checkpoint,
+                         live_owner, register, registry_entry)
 from ldae.run_identity import identity
 from ldae.utils.io import atomic_write_json
 
@@ -34,15 +36,25 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     if cfg.probe.name != "linear":
         raise ConfigError(f"ldae-train runs the linear probe (probe=linear, got probe={cfg.probe.name}); evaluate "
                           f"its checkpoint with `ldae-probe ckpt_path=RUN/checkpoints/last.ckpt probe={cfg.probe.name}`")
-    out, ckpt_path = resume_point(cfg, Path(output_dir))
+    out, ckpt_path, owned = resume_point(cfg, Path(output_dir))
     out.mkdir(parents=True, exist_ok=True)
     run_id = fingerprint(cfg)
     if is_rank_zero():  # file writes on rank 0 only (DDP ranks > 0 run the same job into the same folder)
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-        register(cfg, out)
+    beat = Heartbeat(cfg) if owned else None  # the registry entry says this run is alive
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    module, dm, info = pretrain(cfg, out, ckpt_path)
-    probe = probe_all(cfg, module, dm, out, baselines=bool(cfg.baselines))
+    signals.install()
+    try:
+        module, dm, info = pretrain(cfg, out, ckpt_path)
+        probe = probe_all(cfg, module, dm, out, baselines=bool(cfg.baselines))
+    except (signals.Interrupted, SystemExit) as e:  # SystemExit: Lightning's SIGTERMException
+        if signals.received() is None:
+            raise
+        raise RunInterrupted(signals.received(), out) from e
+    finally:
+        signals.uninstall()
+        if beat is not None:
+            beat.stop()
     tok = module.tokenizer
     results = {
         "experiment": cfg.name,
@@ -75,26 +87,68 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         from ldae.wandb_logger import finish
 
         finish()
-    log.info("results: probe_top1=%.2f pixels=%s random=%s loss=%.4f wall=%.0fs -> %s",
+    loss = results["pretrain_loss"]
+    log.info("results: probe_top1=%.2f pixels=%s random=%s loss=%s wall=%.0fs -> %s",
              results["probe_top1"], results.get("baseline_pixels_top1"), results.get("baseline_random_top1"),
-             results["pretrain_loss"], results["wall_s"], out / "results.json")
+             "none" if loss is None else f"{loss:.4f}", results["wall_s"], out / "results.json")
     return results
 
 
-def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, str | None]:
-    """(run folder, checkpoint to resume from): `ckpt_path=` if given; with resume=auto, the unfinished
-    run of the same config (its folder is reused, this one keeps a pointer); else a fresh start."""
+class RunInterrupted(Exception):
+    """SIGTERM or SIGINT stopped the run; the message says where its checkpoint is and how to resume."""
+
+    def __init__(self, signum: int, run_dir: Path):
+        import signal
+
+        self.exit_code = 128 + int(signum)  # the shell's convention: 143 for SIGTERM, 130 for SIGINT
+        name = signal.Signals(signum).name
+        ckpt = latest_checkpoint(run_dir) if is_rank_zero() else None
+        if ckpt is None:
+            msg = (f"stopped by {name} before the first checkpoint of {run_dir}; nothing to resume: the same "
+                   f"command starts afresh")
+        else:
+            import torch
+
+            step = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+            msg = (f"stopped by {name}; checkpoint {ckpt} (step {step}) is saved: run the same command again to "
+                   f"resume (resume=auto), or pass ckpt_path={ckpt}")
+        super().__init__(msg)
+
+
+def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, str | None, bool]:
+    """(run folder, checkpoint to resume from, whether this process owns the resume entry): `ckpt_path=` if
+    given; with resume=auto, the unfinished run of the same config unless its owner is alive (its folder is
+    reused, this one keeps a pointer); else a fresh start. Rank zero decides; the ranks it starts follow."""
+    rank0 = is_rank_zero()
     if cfg.ckpt_path:
-        return out, str(cfg.ckpt_path)
-    prev = find_unfinished(cfg) if cfg.resume == "auto" else None
-    if prev is None:
-        return out, None
+        path = Path(str(cfg.ckpt_path))
+        why = "no such file" if not path.is_file() else checkpoint_problem(path)
+        if why is not None:
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a checkpoint to resume from ({why}); allowed: "
+                              f"an ldae checkpoint such as RUN/checkpoints/last.ckpt, or ckpt_path=null")
+        if rank0:
+            register(cfg, out)
+        return out, str(path), rank0
+    if cfg.resume != "auto":
+        if rank0:
+            register(cfg, out)
+        return out, None, rank0
+    if job_run_dir():  # a rank started by rank 0, into the folder rank 0 chose: its newest checkpoint
+        ckpt = latest_checkpoint(out)
+        return out, (str(ckpt) if ckpt else None), False
+    if rank0:
+        prev, ckpt, owned = claim(cfg, out)
+    else:  # torchrun's other ranks read what rank 0 reads (a live owner of another job: their own folder)
+        entry = registry_entry(cfg)
+        prev = None if entry and live_owner(entry) else find_unfinished(cfg)
+        ckpt, owned = (latest_checkpoint(prev) if prev is not None else None), False
+    if ckpt is None:
+        return out, None, owned
     if prev.resolve() != out.resolve():
         out.mkdir(parents=True, exist_ok=True)
         (out / "RESUMED_IN.txt").write_text(f"{prev}\n")
-    ckpt = latest_checkpoint(prev)
     log.info("resuming the unfinished run of this config in %s from %s (resume=never starts afresh)", prev, ckpt.name)
-    return prev, str(ckpt)
+    return prev, str(ckpt), owned
 
 
 def tokenizer_notes(tok) -> list[str]:
@@ -120,6 +174,9 @@ def _hydra_main(cfg: DictConfig) -> float:
         return top1
     except (ConfigError, DataError, NonFiniteLossError) as e:
         fail("ldae-train", str(e))
+    except RunInterrupted as e:
+        print(f"ldae-train: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
     finally:
         end_job(ok)  # retire this job's DDP ranks, so the next job of a sweep starts its own
 

@@ -120,9 +120,13 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(tmp_path, unint
     assert len(runs) == 1
     run_dir = runs[0].parent
     assert not (run_dir / "results.json").exists()
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    # every-step checkpoints rotated last.ckpt into previous.ckpt; one epoch-end save has nothing to rotate
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == \
+        (["last.ckpt", "previous.ckpt"] if every == 1 else ["last.ckpt"])
     half = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert half["global_step"] == resumes_at
+    before = _csv_rows(run_dir)
+    assert sorted(_steps(before, "pretrain/loss")) == list(range(6))  # each step's row on disk before the kill
     assert half["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [position]
 
     resumed = _train_cli(args, tmp_path)  # the same command again
@@ -139,6 +143,30 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(tmp_path, unint
     assert rb["resumed_from"].endswith("last.ckpt") and ra["resumed_from"] is None
     for key in ("pretrain_loss", "pretrain_val_loss", "probe_top1", "config_fingerprint"):
         assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
+    # The curve across the kill: every step once, with the uninterrupted run's values.
+    after, ref = _csv_rows(run_dir), _csv_rows(uninterrupted)
+    for key in ("pretrain/loss", "pretrain/val_loss", "lr-AdamW"):
+        assert _steps(after, key) == _steps(ref, key), key
+        for a_row, r_row in zip(_values(after, key), _values(ref, key)):
+            assert a_row == pytest.approx(r_row, abs=1e-6), key
+    for key in {k for r in after for k in r} - {"step", "epoch"}:
+        steps = _steps(after, key)
+        assert len(steps) == len(set(steps)), f"{key} logged twice at a step: {steps}"
+
+
+def _csv_rows(run_dir, stage="pretrain"):
+    import csv
+
+    with open(run_dir / "csv" / stage / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+
+
+def _steps(rows, key):
+    return [int(r["step"]) for r in rows if key in r]
+
+
+def _values(rows, key):
+    return [float(r[key]) for r in rows if key in r]
 
 
 def test_nonfinite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(compose, tmp_path, monkeypatch):
@@ -180,11 +208,212 @@ def test_resume_prefers_the_newest_checkpoint(tmp_path, compose):
     assert latest_checkpoint(run_dir) is None
     register(cfg, run_dir)
     assert find_unfinished(cfg) is None  # registered, but nothing to continue from yet
-    atomic_torch_save(run_dir / "checkpoints" / "last.ckpt", {})
+    atomic_torch_save(run_dir / "checkpoints" / "last.ckpt", {"state_dict": {}})
     assert find_unfinished(cfg) == run_dir.resolve()
     assert find_unfinished(compose("paths.cache_dir=" + str(tmp_path / "cache"), "seed=1")) is None  # other config
     time.sleep(0.01)
-    atomic_torch_save(run_dir / "hpc_ckpt_1.ckpt", {})  # SLURM's preemption save comes later
+    atomic_torch_save(run_dir / "hpc_ckpt_1.ckpt", {"state_dict": {}})  # SLURM's preemption save comes later
     assert latest_checkpoint(run_dir).name == "hpc_ckpt_1.ckpt"
     atomic_write_json(run_dir / "results.json", {})
     assert find_unfinished(cfg) is None  # finished runs start afresh
+
+
+def test_a_kill_during_the_probe_keeps_the_losses_and_a_truncated_checkpoint_falls_back(compose, tmp_path,
+                                                                                        monkeypatch, caplog):
+    """A run killed after pretraining resumes from its final checkpoint, trains nothing, and still reports
+    pretrain_loss and pretrain_val_loss; a truncated last.ckpt falls back to previous.ckpt, and with both
+    truncated the run starts afresh, each with one warning naming the file."""
+    import logging
+
+    import ldae.stages
+    from ldae.train import run
+
+    cfg = compose("checkpoint.every_n_steps=1", "baselines=false", "probe.epochs=1",
+                  f"paths.cache_dir={tmp_path / 'cache'}")
+    seen = {}
+    real_probe = ldae.stages.probe_all
+
+    def killed_in_probe(cfg, module, *a, **k):
+        seen["loss"] = module.last_epoch_loss
+        raise KeyboardInterrupt("killed during the probe")
+
+    monkeypatch.setattr(ldae.stages, "probe_all", killed_in_probe)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "a")
+    monkeypatch.setattr(ldae.stages, "probe_all", real_probe)
+    ckpts = tmp_path / "a" / "checkpoints"
+    assert torch.load(ckpts / "previous.ckpt", weights_only=True)["global_step"] == 7
+    val = _values(_csv_rows(tmp_path / "a"), "pretrain/val_loss")[-1]
+
+    res = run(cfg, tmp_path / "b")  # the same config: resumes in a/ from the final checkpoint
+    assert res["resumed_from"].endswith("last.ckpt") and res["steps"] == 8
+    assert res["pretrain_loss"] == pytest.approx(seen["loss"], abs=1e-7)
+    assert res["pretrain_val_loss"] == pytest.approx(val, abs=1e-6)
+    assert _steps(_csv_rows(tmp_path / "a"), "pretrain/loss") == list(range(8))  # the curve is whole
+
+    (tmp_path / "a" / "results.json").unlink()  # unfinished again, with a half-written newest checkpoint
+    data = (ckpts / "last.ckpt").read_bytes()
+    (ckpts / "last.ckpt").write_bytes(data[: len(data) // 2])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ldae"):
+        res = run(cfg, tmp_path / "c")
+    bad = [r for r in caplog.records if "cannot be loaded" in r.getMessage()]
+    assert len(bad) == 1 and "last.ckpt" in bad[0].getMessage()
+    assert res["resumed_from"].endswith("previous.ckpt") and res["steps"] == 8
+    assert (ckpts / "last.ckpt.corrupt").is_file() and res["pretrain_loss"] is not None
+    assert _steps(_csv_rows(tmp_path / "a"), "pretrain/loss") == list(range(8))  # step 7 logged once
+
+    (tmp_path / "a" / "results.json").unlink()
+    for name in ("last.ckpt", "previous.ckpt"):
+        (ckpts / name).write_bytes(b"PK\x03\x04 truncated")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ldae"):
+        res = run(cfg, tmp_path / "d")
+    assert sum("cannot be loaded" in r.getMessage() for r in caplog.records) == 2
+    assert res["resumed_from"] is None and (tmp_path / "d" / "results.json").is_file()  # a fresh start
+
+
+def test_explicit_ckpt_path_that_cannot_be_loaded_is_one_clear_error(compose, tmp_path):
+    from ldae.config import ConfigError
+    from ldae.train import resume_point
+
+    bad = tmp_path / "half.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=r"ckpt_path=.*half.ckpt is not a checkpoint to resume from"):
+        resume_point(compose(f"ckpt_path={bad}", f"paths.cache_dir={tmp_path}"), tmp_path / "out")
+
+
+def test_sigterm_saves_a_checkpoint_says_how_to_resume_and_exits_143(tmp_path, uninterrupted):
+    """SIGTERM at the start of step 5, with epoch-end checkpoints only (the last one at step 4): the step
+    that was running ends, is saved (step 6), one line names the checkpoint, exit 143; the same command
+    resumes from it and ends as the uninterrupted run does."""
+    args = ARGS + ["checkpoint.every_n_steps=null"]
+    stopped = _train_cli(args, tmp_path, {"LDAE_KILL_AT_STEP": "5", "LDAE_KILL_SIGNAL": "TERM"})
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    lines = [ln for ln in stopped.stderr.splitlines() if ln.startswith("ldae-train: stopped by SIGTERM")]
+    assert len(lines) == 1 and "run the same command again to resume" in lines[0], stopped.stderr[-2000:]
+    assert "Traceback" not in stopped.stderr
+    ckpt = lines[0].split("checkpoint ", 1)[1].split(" (step", 1)[0]
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 6 and "(step 6)" in lines[0]
+    resumed = _train_cli(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run_dir = os.path.dirname(os.path.dirname(ckpt))
+    rb = json.loads(open(os.path.join(run_dir, "results.json")).read())
+    ra = json.loads((uninterrupted / "results.json").read_text())
+    assert rb["resumed_from"] == ckpt
+    for key in ("pretrain_loss", "pretrain_val_loss", "probe_top1"):
+        assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
+
+
+def test_sigint_during_the_probe_exits_130_and_names_the_final_checkpoint(compose, tmp_path, monkeypatch):
+    import ldae.stages
+    from ldae import signals
+    from ldae.train import RunInterrupted, run
+
+    def interrupted_probe(*a, **k):
+        signals._handler(signal.SIGINT, None)  # as if Ctrl-C arrived during the probe: raises at once
+
+    monkeypatch.setattr(ldae.stages, "probe_all", interrupted_probe)
+    with pytest.raises(RunInterrupted, match=r"stopped by SIGINT; checkpoint .*last.ckpt \(step 8\)") as e:
+        run(compose("baselines=false", "resume=never"), tmp_path / "run")
+    assert e.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is not signals._handler  # the handlers are restored
+
+
+def _entry(cfg, run_dir, **owner):
+    """A registry entry for `run_dir` owned by `owner` (host, pid, job) with a heartbeat `age` seconds old."""
+    import socket
+    import time
+
+    from ldae.resume import _index, fingerprint
+
+    age = owner.pop("age", 0.0)
+    own = {"host": socket.gethostname(), "pid": os.getpid(), "start": time.time(), "job": None, **owner}
+    atomic_write_json(_index(cfg, fingerprint(cfg)), {"run_dir": str(run_dir), "name": cfg.name, "owner": own,
+                                                      "heartbeat": time.time() - age})
+
+
+def test_an_identical_run_beside_a_live_one_starts_its_own_folder_and_a_dead_owner_is_resumed(
+        tmp_path, compose, monkeypatch, caplog):
+    import logging
+    import subprocess
+    import sys
+
+    from ldae.resume import HEARTBEAT_TIMEOUT_S, registry_entry
+    from ldae.train import resume_point
+
+    for k in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "RANK", "LDAE_RUN_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    cfg = compose(f"paths.cache_dir={tmp_path / 'cache'}")
+    first = tmp_path / "first"
+    atomic_torch_save(first / "checkpoints" / "last.ckpt", {"state_dict": {}, "global_step": 3})
+    before = sorted(p.name for p in first.rglob("*"))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        cases = [  # (owner of the first run, does the second run resume it?)
+            ({"pid": live.pid}, False),                                  # alive on this host
+            ({"pid": dead.pid}, True),                                   # its PID is gone
+            ({"pid": live.pid, "age": HEARTBEAT_TIMEOUT_S + 1}, True),   # silent too long (PID reused)
+            ({"host": "elsewhere", "pid": 1}, False),                    # another host, beating
+            ({"host": "elsewhere", "pid": 1, "age": HEARTBEAT_TIMEOUT_S + 1}, True),
+            ({"host": "elsewhere", "pid": 1, "job": "slurm-77"}, True),  # the same SLURM job, requeued
+        ]
+        for i, (owner, resumes) in enumerate(cases):
+            if owner.get("job"):
+                monkeypatch.setenv("SLURM_JOB_ID", "77")
+            _entry(cfg, first, **owner)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="ldae"):
+                run_dir, ckpt, owned = resume_point(cfg, tmp_path / f"second{i}")
+            live_lines = [r for r in caplog.records if "identical run is live" in r.getMessage()]
+            if resumes:
+                assert run_dir == first.resolve() and ckpt.endswith("last.ckpt") and owned, owner
+                assert registry_entry(cfg)["owner"]["pid"] == os.getpid()  # the resumer owns it now
+                assert not live_lines
+            else:
+                assert run_dir == tmp_path / f"second{i}" and ckpt is None and not owned, owner
+                assert registry_entry(cfg)["owner"]["pid"] == owner["pid"]  # the live run keeps its entry
+                assert len(live_lines) == 1 and str(first) in live_lines[0].getMessage()
+            monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    finally:
+        live.kill()
+        live.wait()
+    assert sorted(p.name for p in first.rglob("*")) == before  # the first run's files untouched
+
+
+def test_the_ranks_of_one_job_are_one_run(tmp_path, compose, monkeypatch):
+    from ldae.train import resume_point
+
+    for k in ("SLURM_JOB_ID", "LDAE_RUN_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    cfg = compose(f"paths.cache_dir={tmp_path / 'cache'}")
+    first = tmp_path / "first"
+    atomic_torch_save(first / "checkpoints" / "last.ckpt", {"state_dict": {}})
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+    _entry(cfg, first, pid=os.getppid(), job="torchrun-abc")  # rank 0 of this torchrun job, alive
+    monkeypatch.setenv("RANK", "1")
+    run_dir, ckpt, owned = resume_point(cfg, tmp_path / "rank1")
+    assert run_dir == first.resolve() and ckpt.endswith("last.ckpt") and not owned  # follows, never owns
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    monkeypatch.setenv("LDAE_RUN_DIR", str(first))  # a rank Lightning's launcher started into rank 0's folder
+    run_dir, ckpt, owned = resume_point(cfg, first)
+    assert run_dir == first and ckpt.endswith("last.ckpt") and not owned
+
+
+def test_the_heartbeat_refreshes_the_owners_entry_until_stopped(tmp_path, compose):
+    import time
+
+    from ldae.resume import Heartbeat, register, registry_entry
+
+    cfg = compose(f"paths.cache_dir={tmp_path / 'cache'}")
+    register(cfg, tmp_path / "run")
+    t0 = registry_entry(cfg)["heartbeat"]
+    beat = Heartbeat(cfg, interval_s=0.05)
+    time.sleep(0.5)
+    beat.stop()
+    t1 = registry_entry(cfg)["heartbeat"]
+    assert t1 > t0
+    time.sleep(0.3)
+    assert registry_entry(cfg)["heartbeat"] == pytest.approx(t1, abs=0.06)  # stopped (one last beat at most)

@@ -44,21 +44,48 @@ class LastCheckpoint(Checkpoint):
 
     def __init__(self, dirpath, every_n_steps: int | None = None):
         self.path = os.path.join(str(dirpath), "last.ckpt")
+        self.previous = os.path.join(str(dirpath), "previous.ckpt")
         self.every_n_steps = every_n_steps
         self._saved_step = -1
 
-    def _save(self, trainer) -> None:
-        if trainer.sanity_checking or trainer.global_step in (0, self._saved_step):
+    def _save(self, trainer, epoch_end: bool = False) -> None:
+        if trainer.sanity_checking or trainer.global_step == 0:
             return
+        same_step = trainer.global_step == self._saved_step
+        if same_step and not epoch_end:
+            return
+        # The epoch end saves again after a step save of the same step: only then does the file hold the
+        # epoch's validation and mean loss (and a resume skips the finished epoch's end). A re-save of the
+        # same step replaces last.ckpt without rotating it, so previous.ckpt stays one step older.
+        if trainer.is_global_zero and os.path.isfile(self.path) and not same_step:
+            keep_previous(self.path, self.previous)
         trainer.save_checkpoint(self.path, weights_only=False)  # every rank calls it; rank zero writes
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+        # On SIGTERM/SIGINT Lightning stops right after this hook: the step just taken is saved first. (One
+        # process only: under DDP the other ranks may not have the flag yet, and a save is a collective;
+        # Lightning then stops every rank at the next step start, and the last periodic save is the resume.)
+        stopping = trainer.received_sigterm and trainer.world_size == 1
+        if (self.every_n_steps and trainer.global_step % self.every_n_steps == 0) or stopping:
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._save(trainer)
+        self._save(trainer, epoch_end=True)
+
+
+def keep_previous(last: str, previous: str) -> None:
+    """`last` becomes `previous` as well, so that a newest checkpoint that cannot be read has one to fall back
+    to. A hard link keeps `last` in place throughout (the atomic save then replaces it); a rename where the
+    file system has no links (resume also looks for `previous`)."""
+    tmp = previous + ".tmp"
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.link(last, tmp)
+        os.replace(tmp, previous)
+    except OSError:
+        os.replace(last, previous)
 
 
 def rng_states() -> dict:
@@ -87,19 +114,22 @@ def _as_tuples(x):
 
 
 class KillAtStep(Callback):
-    """Fault injection for the resume tests: SIGKILL this process when training step `step` starts (the
-    checkpoint of the step before is on disk by then). Enabled by the LDAE_KILL_AT_STEP environment variable."""
+    """Fault injection for the resume tests: send this process a signal (SIGKILL, or the one named by
+    LDAE_KILL_SIGNAL, e.g. TERM or INT) when training step `step` starts (the checkpoint of the step before is
+    on disk by then). Enabled by the LDAE_KILL_AT_STEP environment variable."""
 
     ENV = "LDAE_KILL_AT_STEP"
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, signum: int = signal.SIGKILL):
         self.step = int(step)
+        self.signum = signum
 
     @classmethod
     def from_env(cls) -> "KillAtStep | None":
         v = os.environ.get(cls.ENV)
-        return cls(int(v)) if v else None
+        name = os.environ.get("LDAE_KILL_SIGNAL", "KILL")
+        return cls(int(v), getattr(signal, "SIG" + name.upper().removeprefix("SIG"))) if v else None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signum)

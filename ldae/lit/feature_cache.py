@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ldae.utils.io import atomic_torch_save
+from ldae.utils.io import atomic_torch_save, load_problem, move_aside
 
 log = logging.getLogger("ldae")
 
@@ -57,9 +57,20 @@ def cached_features(extractor: nn.Module, loader: DataLoader, key: str, cache_di
     path = cache_dir / f"{key}.pt" if cache_dir is not None else None
     t0 = time.perf_counter()
     if path is not None and path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        log.info("%s: %d cached features from %s", desc, blob["labels"].numel(), path)
-        return blob["features"], blob["labels"], {"hit": True, "path": str(path), "wall_s": time.perf_counter() - t0}
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            feats, labels = blob["features"], blob["labels"]
+            if not (isinstance(feats, torch.Tensor) and isinstance(labels, torch.Tensor)
+                    and feats.ndim == 2 and labels.ndim == 1 and len(feats) == len(labels)):
+                raise ValueError("not a (N, D) feature tensor with N labels")
+        except FileNotFoundError:
+            feats = None  # another process moved it aside meanwhile
+        except Exception as e:  # truncated or otherwise corrupt: it heals (moved aside, extracted again)
+            feats = None
+            move_aside(path, load_problem(e), log, what="feature cache file")
+        if feats is not None:
+            log.info("%s: %d cached features from %s", desc, labels.numel(), path)
+            return feats, labels, {"hit": True, "path": str(path), "wall_s": time.perf_counter() - t0}
     feats, labels = extract_features(extractor, loader, device, desc)
     if path is not None:
         atomic_torch_save(path, {"features": feats, "labels": labels})

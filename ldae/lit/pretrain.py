@@ -103,6 +103,7 @@ class PretrainModule(pl.LightningModule):
         self.lr = None  # the absolute lr, set in configure_optimizers (logged)
         self._loss_sum, self._loss_n = 0.0, 0
         self.last_epoch_loss: float | None = None  # mean training loss of the last epoch (results.json)
+        self.last_val_loss: float | None = None  # the last validation loss (checkpointed; results.json)
         self.tokenizer_record: dict = {}  # the tokenizer artifact (key, path), referenced from checkpoints
         self.skipped_steps = 0  # non-finite losses skipped (optim.on_nonfinite=skip)
 
@@ -182,8 +183,13 @@ class PretrainModule(pl.LightningModule):
 
     # --- checkpoint contents beyond Lightning's (model, EMA, optimizer, scheduler, loops, loader position) ---
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The epoch and validation losses too: a run resumed from its final checkpoint trains no further
+        # epoch, and results.json still reports them.
+        val = self.trainer.callback_metrics.get("pretrain/val_loss") if self._trainer is not None else None
+        self.last_val_loss = float(val) if val is not None else self.last_val_loss
         checkpoint["ldae"] = {"rng": rng_states(), "loss_sum": self._loss_sum, "loss_n": self._loss_n,
-                              "skipped_steps": self.skipped_steps, "tokenizer": _plain(self.tokenizer_record)}
+                              "skipped_steps": self.skipped_steps, "tokenizer": _plain(self.tokenizer_record),
+                              "last_epoch_loss": self.last_epoch_loss, "last_val_loss": self.last_val_loss}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("ldae")
@@ -191,6 +197,8 @@ class PretrainModule(pl.LightningModule):
             set_rng_states(state["rng"])
             self._loss_sum, self._loss_n = state["loss_sum"], state["loss_n"]
             self.skipped_steps = state.get("skipped_steps", 0)
+            self.last_epoch_loss = state.get("last_epoch_loss")
+            self.last_val_loss = state.get("last_val_loss")
 
     def on_train_epoch_start(self) -> None:
         # Lightning does not call this when it resumes mid-epoch, so the restored partial sums survive.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ldae.tokenizers.identity import Pixels
 from ldae.tokenizers.linear import PatchAE, PatchVAE
 from ldae.tokenizers.pca import PatchPCA
 from ldae.tokenizers.trainable import TrainableTokenizer
-from ldae.utils.io import atomic_torch_save, wait_for_file
+from ldae.utils.io import atomic_torch_save, load_problem, move_aside, wait_for_file
 
 log = logging.getLogger(__name__)
 
@@ -100,21 +101,30 @@ def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tenso
         return {"name": tokenizer.name, "fitted": False}
     key = artifact_key(tokenizer, data_fingerprint)
     path = Path(cache_dir) / "tokenizers" / f"{tokenizer.name}-{key}.pt" if cache_dir else None
+    rank = global_rank() if rank is None else rank
     if path is not None and path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        tokenizer.load_state_dict(blob["state_dict"])
-        log.info("tokenizer %s loaded from cache %s", tokenizer.name, path)
-        return {"name": tokenizer.name, "key": key, "path": str(path), "cached": True, **blob["stats"]}
+        blob, why = _load_artifact(tokenizer, path)
+        if blob is not None:
+            log.info("tokenizer %s loaded from cache %s", tokenizer.name, path)
+            return {"name": tokenizer.name, "key": key, "path": str(path), "cached": True, **blob["stats"]}
+        # A corrupt artifact heals: rank 0 moves it aside and refits; the other ranks wait for the new one.
+        if rank == 0 and why is not None:
+            move_aside(path, why, log, what="tokenizer artifact")
     if isinstance(tokenizer, TrainableTokenizer):
         tokenizer.train_logger = logger
-    rank = global_rank() if rank is None else rank
     if rank > 0 and path is not None:
         # Several processes (torchrun, SLURM): rank 0 fits, the others wait for its artifact and load it,
         # so every rank holds the same tokenizer and none trains a private copy.
-        waited = _wait_for(path, timeout_s)
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        tokenizer.load_state_dict(blob["state_dict"])
-        log.info("rank %d: tokenizer %s loaded from %s after %.0f s", rank, tokenizer.name, path, waited)
+        t0 = time.time()
+        while True:
+            _wait_for(path, max(1.0, timeout_s - (time.time() - t0)))
+            blob, why = _load_artifact(tokenizer, path)
+            if blob is not None:
+                break
+            if time.time() - t0 > timeout_s:  # rank 0 never replaced the corrupt file
+                raise TimeoutError(f"waited {timeout_s:.0f} s for a loadable {path} ({why})")
+            time.sleep(2.0)
+        log.info("rank %d: tokenizer %s loaded from %s after %.0f s", rank, tokenizer.name, path, time.time() - t0)
         return {"name": tokenizer.name, "key": key, "path": str(path), "cached": True, **blob["stats"]}
     stats = tokenizer.fit(batches())
     if isinstance(tokenizer, TrainableTokenizer):
@@ -124,6 +134,22 @@ def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tenso
                                  "fingerprint": tokenizer.fingerprint(), "data": data_fingerprint})
         log.info("tokenizer %s fitted and cached at %s", tokenizer.name, path)
     return {"name": tokenizer.name, "key": key, "path": str(path) if path else None, "cached": False, **stats}
+
+
+def _load_artifact(tokenizer: Tokenizer, path: Path) -> tuple[dict | None, str | None]:
+    """(blob, None) when `path` loads into `tokenizer`, else (None, why): the load test that finds a truncated
+    or otherwise corrupt artifact instead of crashing every run that shares it."""
+    initial = {k: v.clone() for k, v in tokenizer.state_dict().items()}
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        tokenizer.load_state_dict(blob["state_dict"])
+        dict(blob["stats"])
+        return blob, None
+    except FileNotFoundError:  # rank 0 moved it aside meanwhile: nothing to load yet
+        return None, None
+    except Exception as e:  # truncated zip, random bytes, a state dict of another shape
+        tokenizer.load_state_dict(initial)  # a half-applied load must not seed the refit
+        return None, load_problem(e)
 
 
 __all__ = ["Tokenizer", "PatchPCA", "Pixels", "PatchAE", "PatchVAE", "TrainableTokenizer", "build_tokenizer", "fit_or_load", "effective_latent_dim",
