@@ -155,6 +155,7 @@ def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
     from ldae.choices import (CROPS, DATASETS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, PREDICTIONS, RESUME_MODES,
                               SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
+    from ldae.extras import check_config_extras
     from ldae.models.registry import lookup
 
     require_complete(cfg)
@@ -243,6 +244,7 @@ def validate(cfg: DictConfig) -> None:
     g = cfg.get("gen")
     if g is not None and g.enabled:
         _require(g.sampler in SAMPLERS, f"unknown gen.sampler '{g.sampler}'; allowed: {', '.join(SAMPLERS)}")
+    check_config_extras(cfg)
     _validate_probe(cfg.probe, cfg)
     _validate_speed(cfg.get("speed"))
     # Data on disk: fail now, not after an hour of set-up.
@@ -384,11 +386,14 @@ def precheck_cli(prog: str, argv: list[str], config_name: str = "train") -> None
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from ldae.extras import check_cli_extras
+
     # Hydra's own keys stay out of the composed check, except the searchpath: a user's config folder.
     overrides = [a for a in argv if not a.startswith("-")
                  and (not a.startswith("hydra") or a.lstrip("+").startswith("hydra.searchpath="))]
     try:
         check_group_overrides(overrides)
+        check_cli_extras([a for a in argv if not a.startswith("-")], [CONF_DIR, *searchpath_dirs(overrides)])
         if any(a in ("-m", "--multirun") for a in argv) or any(a.startswith("-") for a in argv):
             return
         try:
