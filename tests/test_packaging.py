@@ -72,6 +72,11 @@ def test_wheel_installs_and_runs_from_any_folder(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path / "dist")], check=True, env=env)
     (wheel,) = (tmp_path / "dist").glob("ldae-*.whl")
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ldae/conf/train.yaml" in names and any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert len([n for n in names if n.startswith("ldae/conf/")]) == len(list((REPO / "conf").rglob("*.yaml")))
 
     venv = tmp_path / "venv"
     py = _venv_with_shared_deps(venv)
@@ -98,3 +103,17 @@ def test_wheel_installs_and_runs_from_any_folder(tmp_path):
                        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 0 <= json.loads((elsewhere / "probe_out" / "results.json").read_text())["probe_top1"] <= 100
+
+
+def test_license_and_citation():
+    import tomllib
+
+    import yaml
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert meta["license"] == "Apache-2.0" and "Apache License" in (REPO / "LICENSE").read_text()[:200]
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == meta["license"] and cff["version"] == meta["version"]
+    paper = cff["preferred-citation"]
+    assert [a["family-names"] for a in paper["authors"]] == ["Chen", "Liu", "Xie", "He"] and paper["year"] == 2024
+    assert any("2401.14404" in str(i["value"]) for i in paper["identifiers"])
