@@ -153,8 +153,8 @@ def require_complete(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
-    from ldae.choices import (CROPS, DATASETS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, PREDICTIONS, RESUME_MODES,
-                              SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
+    from ldae.choices import (CROPS, DATASETS, GUIDANCE_CHANNELS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, PREDICTIONS,
+                              RESUME_MODES, SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
     from ldae.extras import check_config_extras
     from ldae.models.registry import lookup
 
@@ -244,6 +244,9 @@ def validate(cfg: DictConfig) -> None:
     g = cfg.get("gen")
     if g is not None and g.enabled:
         _require(g.sampler in SAMPLERS, f"unknown gen.sampler '{g.sampler}'; allowed: {', '.join(SAMPLERS)}")
+        gc = g.get("guidance_channels", "all")
+        _require(gc in GUIDANCE_CHANNELS,
+                 f"unknown gen.guidance_channels '{gc}'; allowed: {', '.join(GUIDANCE_CHANNELS)}")
     check_config_extras(cfg)
     _validate_probe(cfg.probe, cfg)
     _validate_speed(cfg.get("speed"))

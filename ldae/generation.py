@@ -27,7 +27,8 @@ def denoiser_for(module, gen_cfg) -> Denoiser:
     net = module.encoder(use_ema=True)
     net.eval()
     return Denoiser(net, module.objective, module.schedule, module.tokenizer,
-                    guidance_scale=float(gen_cfg.guidance_scale), t_offset=int(gen_cfg.get("t_offset", 0)))
+                    guidance_scale=float(gen_cfg.guidance_scale), t_offset=int(gen_cfg.get("t_offset", 0)),
+                    guidance_channels=str(gen_cfg.get("guidance_channels", "all")))
 
 
 def latent_shape(module, n: int) -> tuple[int, ...]:
@@ -104,4 +105,5 @@ def generation_stage(cfg, module, real_set, out: Path, loggers=(), step: int = 0
             lg.log_metrics({"gen/fid": score}, step=step)
     log.info("generation: %s, FID = %s", out / "samples.png", score)
     return {"gen_fid": score, "gen_samples": str(out / "samples.png"), "gen_sampler": g.sampler,
-            "gen_steps": g.steps, "gen_guidance_scale": float(g.guidance_scale), "gen_wall_s": time.time() - t0}
+            "gen_steps": g.steps, "gen_guidance_scale": float(g.guidance_scale),
+            "gen_guidance_channels": str(g.get("guidance_channels", "all")), "gen_wall_s": time.time() - t0}

@@ -133,3 +133,37 @@ def test_fid_reads_local_inception_weights(tmp_path, monkeypatch):
     real = TensorDataset(torch.rand(10, 3, 16, 16) * 2 - 1, torch.zeros(10), torch.arange(10))
     score = gen.fid(FakeModule(), cfg, real)
     assert isinstance(score, float) and score == score
+
+
+def test_dit_guidance_channels_match_a_hand_computation():
+    """gen.guidance_channels=dit: DiT's forward_with_cfg rule, computed by hand on a 4-channel latent model
+    with learned σ (8 raw channels): channels 0-2 guided, channel 3 and σ the conditional prediction."""
+    torch.manual_seed(0)
+    m = DiT(input_size=4, patch_size=1, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=5,
+            class_dropout=0.1, learn_sigma=True, adaln_zero=False).eval()
+    z, t, y, s = torch.randn(3, 4, 4, 4), torch.tensor([5, 20, 50]), torch.tensor([1, 2, 3]), 4.0
+    c, u = m(z, t, y), m(z, t, m.null_labels(3))  # (3, 8, 4, 4) each
+    want = c.clone()
+    for ch in range(3):
+        want[:, ch] = u[:, ch] + s * (c[:, ch] - u[:, ch])
+    sch = build_schedule("ddpm_linear", 50)
+    dit = Denoiser(m, Objective("eps", "latent", "one"), sch, None, s, guidance_channels="dit")
+    mean, var = dit.raw(z, t, y)
+    assert torch.allclose(torch.cat([mean, var], 1), want, atol=1e-5)
+    # The default guides all 4 prediction channels: channel 3 is where the two rules part.
+    mean_all, var_all = Denoiser(m, Objective("eps", "latent", "one"), sch, None, s).raw(z, t, y)
+    assert torch.allclose(mean_all[:, :3], mean[:, :3], atol=1e-5) and torch.allclose(var_all, var, atol=1e-6)
+    assert not torch.allclose(mean_all[:, 3], mean[:, 3], atol=1e-3)
+    # Scale 1 needs no null pass and is the conditional prediction in both modes.
+    one = Denoiser(m, Objective("eps", "latent", "one"), sch, None, 1.0, guidance_channels="dit").raw(z, t, y)
+    assert torch.allclose(torch.cat(one, 1), c, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown guidance_channels 'x'; allowed: all, dit"):
+        Denoiser(m, Objective("eps", "latent", "one"), sch, None, s, guidance_channels="x")
+
+
+def test_guidance_channels_is_validated(compose):
+    from ldae.config import ConfigError, validate
+
+    validate(compose("experiment=trajectory/00_dit_baseline", "gen.enabled=true", "gen.guidance_channels=dit"))
+    with pytest.raises(ConfigError, match="unknown gen.guidance_channels 'some'; allowed: all, dit"):
+        validate(compose("experiment=trajectory/00_dit_baseline", "gen.enabled=true", "gen.guidance_channels=some"))
