@@ -367,12 +367,18 @@ def _validate_tokenizer(tok: DictConfig) -> None:
         return  # public weights are used as they are: no training, no training losses
     per = tok.perceptual
     if per.weight > 0 and not per.random_backbone:
-        _require(bool(per.backbone_path) and bool(per.linear_path),
-                 f"tokenizer.perceptual.weight={per.weight} needs tokenizer.perceptual.backbone_path and linear_path "
-                 f"(local LPIPS weights; nothing is downloaded); allowed: set both, set tokenizer.perceptual.weight=0, "
-                 f"set tokenizer.perceptual.random_backbone=true, or load public weights with tokenizer.pretrained_path")
-        for key in ("backbone_path", "linear_path"):
-            _require(os.path.isfile(per[key]), f"tokenizer.perceptual.{key}={per[key]} does not exist")
+        from ldae.weights import lpips_linear_path
+
+        _require(bool(per.backbone_path),
+                 f"tokenizer.perceptual.weight={per.weight} needs tokenizer.perceptual.backbone_path (a local "
+                 f"torchvision vgg16 state dict; linear_path defaults to LPIPS's heads in torchmetrics' wheel; nothing "
+                 f"is downloaded); allowed: set it, set tokenizer.perceptual.weight=0, set "
+                 f"tokenizer.perceptual.random_backbone=true, or load public weights with tokenizer.pretrained_path")
+        _require(os.path.isfile(per.backbone_path), f"tokenizer.perceptual.backbone_path={per.backbone_path} does not exist")
+        lin = lpips_linear_path(per.linear_path)
+        _require(lin is not None, "tokenizer.perceptual.linear_path=null and torchmetrics ships no "
+                                  "lpips_models/vgg.pth: set tokenizer.perceptual.linear_path to the LPIPS heads file")
+        _require(os.path.isfile(lin), f"tokenizer.perceptual.linear_path={per.linear_path} does not exist")
 
 
 def fail(prog: str, message: str, code: int = 2) -> None:
