@@ -247,6 +247,11 @@ def validate(cfg: DictConfig) -> None:
         gc = g.get("guidance_channels", "all")
         _require(gc in GUIDANCE_CHANNELS,
                  f"unknown gen.guidance_channels '{gc}'; allowed: {', '.join(GUIDANCE_CHANNELS)}")
+        ref = g.fid.get("reference")
+        if ref:  # an ADM/DiT .npz of real statistics: fail now, not after pretraining
+            _require(bool(g.fid.inception_path), f"gen.fid.reference={ref} needs gen.fid.inception_path (the "
+                                                 f"InceptionV3 weights that embed the generated images)")
+            _require(os.path.isfile(ref), f"gen.fid.reference={ref} does not exist (an .npz with arrays mu and sigma)")
     check_config_extras(cfg)
     _validate_probe(cfg.probe, cfg)
     _validate_speed(cfg.get("speed"))
