@@ -23,6 +23,7 @@ PROTOCOLS = ("linear", "finetune", "knn")  # probe=NAME (conf/probe/)
 RESUME_MODES = ("auto", "never")
 NONFINITE_ACTIONS = ("stop", "skip")
 SAMPLERS = ("ddpm", "ddim")
+GUIDANCE_CHANNELS = ("all", "dit")  # gen.guidance_channels (ldae/diffusion/sampling.py)
 
 
 def fashion_mnist_files(root: Path, split: str) -> tuple[Path, Path] | None:

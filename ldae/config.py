@@ -9,33 +9,75 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _conf_dir() -> Path:
+    """The config tree: `ldae/conf` inside an installed wheel (the build maps the repo's `conf/` there);
+    the checkout's top-level `conf/` for an editable install or a plain checkout on sys.path."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return packaged if (packaged / "train.yaml").is_file() else here.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 class ConfigError(ValueError):
     """A bad config value. The message's first line names the value and what is allowed."""
 
 
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """Options of a config group, as `group=OPTION` spells them (subfolders included)."""
-    root = conf_dir / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+def searchpath_dirs(overrides: list[str]) -> list[Path]:
+    """The local folders a `hydra.searchpath=[...]` override adds (file:// or pkg:// entries, as Hydra
+    reads them), so that the precheck knows the options a user's own config folder brings."""
+    dirs: list[Path] = []
+    for ov in overrides:
+        key, _, value = ov.lstrip("+").partition("=")
+        if key != "hydra.searchpath":
+            continue
+        for entry in value.strip().strip("[]").split(","):
+            entry = entry.strip().strip("'\"")
+            if entry.startswith("file://"):
+                dirs.append(Path(entry[len("file://"):]))
+            elif entry.startswith("pkg://"):
+                import importlib.util
+
+                mod, _, sub = entry[len("pkg://"):].partition("/")
+                spec = importlib.util.find_spec(mod.replace("/", "."))
+                if spec is not None and spec.submodule_search_locations:
+                    dirs.append(Path(list(spec.submodule_search_locations)[0], sub))
+            elif entry:
+                dirs.append(Path(entry))
+    return dirs
 
 
-def check_group_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """`experiment=nope` -> ConfigError listing the options, before Hydra composes anything."""
+def _conf_dirs(conf_dir: Path | list[Path]) -> list[Path]:
+    return list(conf_dir) if isinstance(conf_dir, (list, tuple)) else [conf_dir]
+
+
+def group_options(group: str, conf_dir: Path | list[Path] = CONF_DIR) -> list[str]:
+    """Options of a config group, as `group=OPTION` spells them (subfolders included), over every folder."""
+    opts = set()
+    for d in _conf_dirs(conf_dir):
+        root = d / group
+        opts |= {str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")}
+    return sorted(opts)
+
+
+def check_group_overrides(overrides: list[str], conf_dir: Path | list[Path] = CONF_DIR) -> None:
+    """`experiment=nope` -> ConfigError listing the options, before Hydra composes anything.
+    A `hydra.searchpath=[...]` override among `overrides` adds its folders' options."""
+    dirs = _conf_dirs(conf_dir) + searchpath_dirs(overrides)
     for ov in overrides:
         if ov.startswith("-") or "=" not in ov:
             continue
         key, value = ov.lstrip("+~").split("=", 1)
-        if "." in key or key.startswith("hydra") or not (conf_dir / key).is_dir():
+        if "." in key or key.startswith("hydra") or not any((d / key).is_dir() for d in dirs):
             continue
         values = value.split(",") if "," in value and "(" not in value else [value]
         for v in values:
             v = v.strip()
-            if v in ("null", "") or (conf_dir / key / f"{v}.yaml").exists():
+            if v in ("null", "") or any((d / key / f"{v}.yaml").exists() for d in dirs):
                 continue
-            raise ConfigError(f"unknown {key} '{v}'; allowed: {', '.join(group_options(key, conf_dir))}")
+            raise ConfigError(f"unknown {key} '{v}'; allowed: {', '.join(group_options(key, dirs))}")
 
 
 def _flat_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -111,8 +153,9 @@ def require_complete(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
-    from ldae.choices import (CROPS, DATASETS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, PREDICTIONS, RESUME_MODES,
-                              SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
+    from ldae.choices import (CROPS, DATASETS, GUIDANCE_CHANNELS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, PREDICTIONS,
+                              RESUME_MODES, SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
+    from ldae.extras import check_config_extras
     from ldae.models.registry import lookup
 
     require_complete(cfg)
@@ -201,6 +244,15 @@ def validate(cfg: DictConfig) -> None:
     g = cfg.get("gen")
     if g is not None and g.enabled:
         _require(g.sampler in SAMPLERS, f"unknown gen.sampler '{g.sampler}'; allowed: {', '.join(SAMPLERS)}")
+        gc = g.get("guidance_channels", "all")
+        _require(gc in GUIDANCE_CHANNELS,
+                 f"unknown gen.guidance_channels '{gc}'; allowed: {', '.join(GUIDANCE_CHANNELS)}")
+        ref = g.fid.get("reference")
+        if ref:  # an ADM/DiT .npz of real statistics: fail now, not after pretraining
+            _require(bool(g.fid.inception_path), f"gen.fid.reference={ref} needs gen.fid.inception_path (the "
+                                                 f"InceptionV3 weights that embed the generated images)")
+            _require(os.path.isfile(ref), f"gen.fid.reference={ref} does not exist (an .npz with arrays mu and sigma)")
+    check_config_extras(cfg)
     _validate_probe(cfg.probe, cfg)
     _validate_speed(cfg.get("speed"))
     # Data on disk: fail now, not after an hour of set-up.
@@ -320,12 +372,18 @@ def _validate_tokenizer(tok: DictConfig) -> None:
         return  # public weights are used as they are: no training, no training losses
     per = tok.perceptual
     if per.weight > 0 and not per.random_backbone:
-        _require(bool(per.backbone_path) and bool(per.linear_path),
-                 f"tokenizer.perceptual.weight={per.weight} needs tokenizer.perceptual.backbone_path and linear_path "
-                 f"(local LPIPS weights; nothing is downloaded); allowed: set both, set tokenizer.perceptual.weight=0, "
-                 f"set tokenizer.perceptual.random_backbone=true, or load public weights with tokenizer.pretrained_path")
-        for key in ("backbone_path", "linear_path"):
-            _require(os.path.isfile(per[key]), f"tokenizer.perceptual.{key}={per[key]} does not exist")
+        from ldae.weights import lpips_linear_path
+
+        _require(bool(per.backbone_path),
+                 f"tokenizer.perceptual.weight={per.weight} needs tokenizer.perceptual.backbone_path (a local "
+                 f"torchvision vgg16 state dict; linear_path defaults to LPIPS's heads in torchmetrics' wheel; nothing "
+                 f"is downloaded); allowed: set it, set tokenizer.perceptual.weight=0, set "
+                 f"tokenizer.perceptual.random_backbone=true, or load public weights with tokenizer.pretrained_path")
+        _require(os.path.isfile(per.backbone_path), f"tokenizer.perceptual.backbone_path={per.backbone_path} does not exist")
+        lin = lpips_linear_path(per.linear_path)
+        _require(lin is not None, "tokenizer.perceptual.linear_path=null and torchmetrics ships no "
+                                  "lpips_models/vgg.pth: set tokenizer.perceptual.linear_path to the LPIPS heads file")
+        _require(os.path.isfile(lin), f"tokenizer.perceptual.linear_path={per.linear_path} does not exist")
 
 
 def fail(prog: str, message: str, code: int = 2) -> None:
@@ -342,9 +400,14 @@ def precheck_cli(prog: str, argv: list[str], config_name: str = "train") -> None
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra")]
+    from ldae.extras import check_cli_extras
+
+    # Hydra's own keys stay out of the composed check, except the searchpath: a user's config folder.
+    overrides = [a for a in argv if not a.startswith("-")
+                 and (not a.startswith("hydra") or a.lstrip("+").startswith("hydra.searchpath="))]
     try:
         check_group_overrides(overrides)
+        check_cli_extras([a for a in argv if not a.startswith("-")], [CONF_DIR, *searchpath_dirs(overrides)])
         if any(a in ("-m", "--multirun") for a in argv) or any(a.startswith("-") for a in argv):
             return
         try:

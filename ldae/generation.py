@@ -1,7 +1,8 @@
 """Generation for the DiT rows (PAPER.md Table 1: FID): sample grids and FID through torchmetrics.
 
 FID needs InceptionV3 weights from a local file (`gen.fid.inception_path`, torch-fidelity's .pth); without
-one the result is the string "no FID weights", never a download (DESIGN.md section 3).
+one the result is the string "no FID weights", never a download (DESIGN.md section 3). The real statistics
+come from the run's own data or from `gen.fid.reference`, an .npz (mu, sigma) of ADM's evaluator.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def denoiser_for(module, gen_cfg) -> Denoiser:
     net = module.encoder(use_ema=True)
     net.eval()
     return Denoiser(net, module.objective, module.schedule, module.tokenizer,
-                    guidance_scale=float(gen_cfg.guidance_scale), t_offset=int(gen_cfg.get("t_offset", 0)))
+                    guidance_scale=float(gen_cfg.guidance_scale), t_offset=int(gen_cfg.get("t_offset", 0)),
+                    guidance_channels=str(gen_cfg.get("guidance_channels", "all")))
 
 
 def latent_shape(module, n: int) -> tuple[int, ...]:
@@ -63,8 +65,40 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     return grid
 
 
+def load_reference_stats(path: str | Path, feature: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu (D,), sigma (D, D)) in float64 from an `.npz` in the layout of ADM's evaluator and DiT's
+    reference batches (arrays `mu`, `sigma` of the 2048-d pool features; other arrays are ignored)."""
+    import numpy as np
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"gen.fid.reference={path} does not exist (an .npz with arrays mu and sigma)")
+    with np.load(path) as f:
+        missing = [k for k in ("mu", "sigma") if k not in f.files]
+        if missing:
+            raise ValueError(f"gen.fid.reference={path} has no {' and '.join(missing)} array; "
+                             f"it holds {', '.join(f.files) or 'nothing'} (expected ADM's layout: mu, sigma)")
+        mu, sigma = torch.from_numpy(f["mu"]).double(), torch.from_numpy(f["sigma"]).double()
+    if mu.shape != (feature,) or sigma.shape != (feature, feature):
+        raise ValueError(f"gen.fid.reference={path} holds statistics of {tuple(mu.shape)} features, "
+                         f"gen.fid.feature={feature} gives {feature} (ADM/DiT references are the 2048-d pool features)")
+    return mu, sigma
+
+
+def set_real_statistics(metric, mu: torch.Tensor, sigma: torch.Tensor, n: int = 2) -> None:
+    """Give a torchmetrics FrechetInceptionDistance the real-image statistics (mu, sigma) instead of images:
+    its states are the running sum and the sum of outer products, from which compute() forms the mean and
+    the unbiased covariance; any n > 1 reproduces mu and sigma exactly."""
+    dev = metric.real_features_sum.device
+    mu, sigma = mu.to(dev, torch.float64), sigma.to(dev, torch.float64)
+    metric.real_features_sum = (mu * n).to(metric.real_features_sum.dtype)
+    metric.real_features_cov_sum = (sigma * (n - 1) + n * torch.outer(mu, mu)).to(metric.real_features_cov_sum.dtype)
+    metric.real_features_num_samples = torch.tensor(n, device=dev, dtype=metric.real_features_num_samples.dtype)
+
+
 def fid(module, gen_cfg, real_set, seed: int = 0) -> float | str:
-    """FID between `gen.fid.num_samples` generated images and as many real ones (FID-50K at 50000)."""
+    """FID between `gen.fid.num_samples` generated images and the real statistics: those of as many real
+    images (a seeded sample of `real_set`; FID-50K at 50000), or `gen.fid.reference`, an .npz (mu, sigma)
+    as ADM's evaluator and DiT publish them."""
     fcfg = gen_cfg.fid
     path = fcfg.get("inception_path")
     if not path:
@@ -74,12 +108,17 @@ def fid(module, gen_cfg, real_set, seed: int = 0) -> float | str:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     device = next(module.encoder(use_ema=True).parameters()).device
-    metric = FrechetInceptionDistance(feature=int(fcfg.feature), normalize=True,
+    # Rank zero alone computes FID (ldae/stages.py): no all-gather with ranks that never call it.
+    metric = FrechetInceptionDistance(feature=int(fcfg.feature), normalize=True, sync_on_compute=False,
                                       feature_extractor_weights_path=str(path)).to(device)
     n, bs = int(fcfg.num_samples), int(gen_cfg.batch_size)
-    real = random_subset(real_set, n, seed)  # the real statistics from a seeded sample, not a prefix
-    for x, _, _ in DataLoader(real, batch_size=bs, shuffle=False):
-        metric.update(((x.to(device) + 1) / 2).clamp(0, 1), real=True)
+    reference = fcfg.get("reference")
+    if reference:
+        set_real_statistics(metric, *load_reference_stats(reference, int(fcfg.feature)))
+    else:
+        real = random_subset(real_set, n, seed)  # the real statistics from a seeded sample, not a prefix
+        for x, _, _ in DataLoader(real, batch_size=bs, shuffle=False):
+            metric.update(((x.to(device) + 1) / 2).clamp(0, 1), real=True)
     done = 0
     while done < n:
         b = min(bs, n - done)
@@ -104,4 +143,5 @@ def generation_stage(cfg, module, real_set, out: Path, loggers=(), step: int = 0
             lg.log_metrics({"gen/fid": score}, step=step)
     log.info("generation: %s, FID = %s", out / "samples.png", score)
     return {"gen_fid": score, "gen_samples": str(out / "samples.png"), "gen_sampler": g.sampler,
-            "gen_steps": g.steps, "gen_guidance_scale": float(g.guidance_scale), "gen_wall_s": time.time() - t0}
+            "gen_steps": g.steps, "gen_guidance_scale": float(g.guidance_scale),
+            "gen_guidance_channels": str(g.get("guidance_channels", "all")), "gen_wall_s": time.time() - t0}

@@ -63,7 +63,7 @@ def test_export_gives_the_encoders_features(smoke_ckpt, tmp_path):
     from ldae.probe import load_checkpoint_config
 
     ckpt, _ = smoke_ckpt
-    cli([f"ckpt_path={ckpt}", "t=10", f"out={tmp_path / 'enc.pth'}"])
+    cli([f"ckpt_path={ckpt}", "t=10", f"out={tmp_path / 'enc.pth'}", "input=network"])  # the .pth option, network input
     rec = json.loads((tmp_path / "enc.pth.json").read_text())
     vit = build_vit(rec["timm_kwargs"]).eval()
     vit.load_state_dict(torch.load(tmp_path / "enc.pth", weights_only=True), strict=True)

@@ -133,3 +133,101 @@ def test_fid_reads_local_inception_weights(tmp_path, monkeypatch):
     real = TensorDataset(torch.rand(10, 3, 16, 16) * 2 - 1, torch.zeros(10), torch.arange(10))
     score = gen.fid(FakeModule(), cfg, real)
     assert isinstance(score, float) and score == score
+
+
+def test_dit_guidance_channels_match_a_hand_computation():
+    """gen.guidance_channels=dit: DiT's forward_with_cfg rule, computed by hand on a 4-channel latent model
+    with learned σ (8 raw channels): channels 0-2 guided, channel 3 and σ the conditional prediction."""
+    torch.manual_seed(0)
+    m = DiT(input_size=4, patch_size=1, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=5,
+            class_dropout=0.1, learn_sigma=True, adaln_zero=False).eval()
+    z, t, y, s = torch.randn(3, 4, 4, 4), torch.tensor([5, 20, 50]), torch.tensor([1, 2, 3]), 4.0
+    c, u = m(z, t, y), m(z, t, m.null_labels(3))  # (3, 8, 4, 4) each
+    want = c.clone()
+    for ch in range(3):
+        want[:, ch] = u[:, ch] + s * (c[:, ch] - u[:, ch])
+    sch = build_schedule("ddpm_linear", 50)
+    dit = Denoiser(m, Objective("eps", "latent", "one"), sch, None, s, guidance_channels="dit")
+    mean, var = dit.raw(z, t, y)
+    assert torch.allclose(torch.cat([mean, var], 1), want, atol=1e-5)
+    # The default guides all 4 prediction channels: channel 3 is where the two rules part.
+    mean_all, var_all = Denoiser(m, Objective("eps", "latent", "one"), sch, None, s).raw(z, t, y)
+    assert torch.allclose(mean_all[:, :3], mean[:, :3], atol=1e-5) and torch.allclose(var_all, var, atol=1e-6)
+    assert not torch.allclose(mean_all[:, 3], mean[:, 3], atol=1e-3)
+    # Scale 1 needs no null pass and is the conditional prediction in both modes.
+    one = Denoiser(m, Objective("eps", "latent", "one"), sch, None, 1.0, guidance_channels="dit").raw(z, t, y)
+    assert torch.allclose(torch.cat(one, 1), c, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown guidance_channels 'x'; allowed: all, dit"):
+        Denoiser(m, Objective("eps", "latent", "one"), sch, None, s, guidance_channels="x")
+
+
+def test_guidance_channels_and_fid_reference_are_validated(compose):
+    from ldae.config import ConfigError, validate
+
+    validate(compose("experiment=trajectory/00_dit_baseline", "gen.enabled=true", "gen.guidance_channels=dit"))
+    with pytest.raises(ConfigError, match="unknown gen.guidance_channels 'some'; allowed: all, dit"):
+        validate(compose("experiment=trajectory/00_dit_baseline", "gen.enabled=true", "gen.guidance_channels=some"))
+    with pytest.raises(ConfigError, match="gen.fid.reference=/r.npz needs gen.fid.inception_path"):
+        validate(compose("experiment=trajectory/00_dit_baseline", "gen.enabled=true", "gen.fid.reference=/r.npz"))
+    with pytest.raises(ConfigError, match="gen.fid.reference=/r.npz does not exist"):
+        validate(compose("experiment=trajectory/00_dit_baseline", "gen.enabled=true", "gen.fid.reference=/r.npz",
+                         "gen.fid.inception_path=/i.pth"))
+
+
+def _random_inception(tmp_path, monkeypatch, feature="64"):
+    """A randomly initialised torch-fidelity InceptionV3 written as a weights file (never downloaded)."""
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    with monkeypatch.context() as m:
+        m.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        m.setattr(fe.torch, "load", lambda *a, **k: {})
+        torch.manual_seed(0)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", [feature], feature_extractor_weights_path="x")
+    path = tmp_path / "inception.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_fid_against_npz_reference_statistics_equals_torchmetrics_fid(tmp_path, monkeypatch):
+    """gen.fid.reference: mu and sigma in an .npz (ADM's evaluator layout), computed here with numpy from the
+    same random Inception's features of the real images, give torchmetrics' own FID on those images."""
+    import numpy as np
+    from omegaconf import OmegaConf
+    from torch.utils.data import TensorDataset
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    import ldae.generation as gen
+
+    path = _random_inception(tmp_path, monkeypatch)
+    g = torch.Generator().manual_seed(1)
+    real_imgs = torch.rand(24, 3, 16, 16, generator=g) * 2 - 1
+    fake_imgs = (torch.rand(16, 3, 16, 16, generator=g) * 1.6 - 0.8)  # another distribution: FID well above 0
+
+    ref = FrechetInceptionDistance(feature=64, normalize=True, feature_extractor_weights_path=str(path))
+    ref.update((real_imgs + 1) / 2, real=True)
+    ref.update((fake_imgs + 1) / 2, real=False)
+    want = float(ref.compute())
+    # The same features torchmetrics extracts (uint8 images), their statistics by numpy, as ADM writes them.
+    feats = ref.inception((((real_imgs + 1) / 2) * 255).byte()).double().numpy()
+    np.savez(tmp_path / "ref.npz", mu=feats.mean(0), sigma=np.cov(feats, rowvar=False), arr_0=np.zeros(1))
+
+    class FakeModule:
+        def encoder(self, use_ema=True):
+            return torch.nn.Linear(1, 1)
+
+    calls = iter(fake_imgs.split(8))
+    monkeypatch.setattr(gen, "generate_images", lambda module, gcfg, n, seed=0: next(calls))
+    cfg = OmegaConf.create({"batch_size": 8, "fid": {"inception_path": str(path), "num_samples": 16, "feature": 64,
+                                                     "reference": str(tmp_path / "ref.npz")}})
+    no_real = TensorDataset(torch.zeros(0, 3, 16, 16), torch.zeros(0), torch.zeros(0))  # never read
+    got = gen.fid(FakeModule(), cfg, no_real)
+    assert want > 1e-4 and got == pytest.approx(want, rel=1e-4)
+
+    np.savez(tmp_path / "bad.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+    with pytest.raises(ValueError, match="holds statistics of \\(2048,\\) features, gen.fid.feature=64"):
+        gen.load_reference_stats(tmp_path / "bad.npz", 64)
+    np.savez(tmp_path / "images.npz", arr_0=np.zeros(1))
+    with pytest.raises(ValueError, match="has no mu and sigma array"):
+        gen.load_reference_stats(tmp_path / "images.npz", 64)
+    with pytest.raises(FileNotFoundError, match="gen.fid.reference=/nope.npz does not exist"):
+        gen.load_reference_stats("/nope.npz", 64)

@@ -153,9 +153,39 @@ def test_lpips_loads_local_weights(tmp_path):
     assert float(lp(x, x).abs().max()) == 0.0 and float(lp(x, -x).min()) > 0
 
 
+def test_lpips_heads_default_to_torchmetrics_file(tmp_path, compose):
+    """linear_path=null: the VGG heads inside torchmetrics' wheel; with the same (random) VGG16 our distance is
+    torchmetrics' own LPIPS, and validation needs only the backbone file."""
+    from torchmetrics.functional.image.lpips import _LPIPS
+
+    from ldae.tokenizers.losses import LPIPS
+    from ldae.weights import torchmetrics_lpips_heads
+
+    heads = torchmetrics_lpips_heads("vgg")
+    assert heads is not None and heads.name == "vgg.pth" and "torchmetrics" in heads.parts
+    torch.manual_seed(0)
+    ref = _LPIPS(pretrained=True, net="vgg", pnet_rand=True).eval()  # shipped heads, random backbone, offline
+    # torchmetrics splits vgg16.features into slices that keep the layer indices as module names.
+    vgg = {f"features.{k.split('.', 1)[1]}": v for k, v in ref.net.state_dict().items()}
+    torch.save(vgg, tmp_path / "vgg16.pth")
+    ours = LPIPS(str(tmp_path / "vgg16.pth"), None)
+    shipped = torch.load(heads, map_location="cpu", weights_only=True)
+    assert all(torch.equal(ours.lins[i].weight, shipped[f"lin{i}.model.1.weight"]) for i in range(5))
+    x, y = _images(3), _images(3, seed=1)
+    with torch.no_grad():
+        want = ref(x, y, normalize=False).flatten()
+    assert torch.allclose(ours(x, y), want, rtol=1e-4, atol=1e-6) and float(want.min()) > 0
+
+    ov = ["experiment=ldae", "tokenizer=vqgan", "tokenizer.perceptual.random_backbone=false"]
+    validate(compose(*ov, f"tokenizer.perceptual.backbone_path={tmp_path / 'vgg16.pth'}"))
+    with pytest.raises(ConfigError, match="tokenizer.perceptual.linear_path=/nope.pth does not exist"):
+        validate(compose(*ov, f"tokenizer.perceptual.backbone_path={tmp_path / 'vgg16.pth'}",
+                         "tokenizer.perceptual.linear_path=/nope.pth"))
+
+
 @pytest.mark.parametrize("overrides, first_line", [
     (["tokenizer=vqgan", "tokenizer.perceptual.random_backbone=false"],
-     "tokenizer.perceptual.weight=1.0 needs tokenizer.perceptual.backbone_path and linear_path"),
+     "tokenizer.perceptual.weight=1.0 needs tokenizer.perceptual.backbone_path (a local torchvision vgg16"),
     (["tokenizer=patch_ae", "tokenizer.latent_units=absolute", "tokenizer.latent_dim=49"],
      "tokenizer.latent_dim=49 is out of range; allowed: 1..48"),
     (["tokenizer=vqgan", "tokenizer.pretrained_path=/nonexistent"], "tokenizer.pretrained_path=/nonexistent holds no"),

@@ -25,7 +25,7 @@ BAD_CONFIGS = [
     (["tokenizer=vqgan", "tokenizer.pretrained_path=/nonexistent/sd-vae"],
      "tokenizer.pretrained_path=/nonexistent/sd-vae holds no config.json"),
     (["tokenizer=vqgan", "tokenizer.perceptual.random_backbone=false"],
-     "tokenizer.perceptual.weight=1.0 needs tokenizer.perceptual.backbone_path and linear_path"),
+     "tokenizer.perceptual.weight=1.0 needs tokenizer.perceptual.backbone_path (a local torchvision vgg16"),
     (["model.class_cond=true", "data.labels=false"], "model.class_cond=true needs labels, but data.labels=false"),
     (["data.batch_size=64", "trainer.accelerator=cpu", "trainer.devices=3"],
      "data.batch_size=64 is not divisible by the world size 3"),

@@ -15,12 +15,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ldae.choices import GUIDANCE_CHANNELS
 from ldae.diffusion.objectives import learned_log_variance
+
+
+# DiT's forward_with_cfg guides only the first 3 channels of its raw output (of SD-VAE's 4 latent channels);
+# the rest, the 4th latent channel and the learned variance, stay the conditional prediction.
+DIT_GUIDED_CHANNELS = 3
 
 
 def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: uncond + s (cond − uncond). s = 1 is the conditional prediction, 0 the null one."""
     return uncond + scale * (cond - uncond)
+
+
+def guide_dit(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """DiT's rule on raw backbone outputs (B, C', ...): channels < 3 guided, the others conditional."""
+    k = DIT_GUIDED_CHANNELS
+    return torch.cat([guide(cond[:, :k], uncond[:, :k], scale), cond[:, k:]], dim=1)
 
 
 class Denoiser(nn.Module):
@@ -30,13 +42,20 @@ class Denoiser(nn.Module):
     (ε, x0 latent, or an image encoded back by the tokenizer) becomes both x̂0 and ε̂. With labels y and
     guidance_scale ≠ 1 the conditional and null-class predictions are computed in one batch and guided on
     the prediction channels; a learned variance is taken from the conditional half (as DiT does).
+    guidance_channels="dit" applies DiT's rule instead (`guide_dit`: the first 3 raw output channels; with
+    fewer than 3 prediction channels that reaches a learned variance, as DiT's code would), for FIDs
+    comparable to DiT's own.
     t_offset is added to t for the backbone only: −1 for official DiT checkpoints (DDPM's k = t − 1).
     """
 
-    def __init__(self, model, objective, schedule, tokenizer=None, guidance_scale: float = 1.0, t_offset: int = 0):
+    def __init__(self, model, objective, schedule, tokenizer=None, guidance_scale: float = 1.0, t_offset: int = 0,
+                 guidance_channels: str = "all"):
         super().__init__()
+        if guidance_channels not in GUIDANCE_CHANNELS:
+            raise ValueError(f"unknown guidance_channels '{guidance_channels}'; allowed: {', '.join(GUIDANCE_CHANNELS)}")
         self.model, self.objective, self.schedule, self.tokenizer = model, objective, schedule, tokenizer
         self.guidance_scale, self.t_offset = float(guidance_scale), int(t_offset)
+        self.guidance_channels = guidance_channels
 
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return out.chunk(2, dim=1) if self.model.learn_sigma else (out, None)
@@ -50,6 +69,8 @@ class Denoiser(nn.Module):
         null = self.model.null_labels(y.shape[0], y.device)
         out = self.model(torch.cat([inp, inp]), torch.cat([tin, tin]), torch.cat([y, null]))  # (2B, C', ...)
         cond, uncond = out.chunk(2, dim=0)
+        if self.guidance_channels == "dit":
+            return self._split(guide_dit(cond, uncond, self.guidance_scale))
         (c_mean, c_var), (u_mean, _) = self._split(cond), self._split(uncond)
         return guide(c_mean, u_mean, self.guidance_scale), c_var
 

@@ -27,8 +27,9 @@ class LPIPS(nn.Module):
 
     backbone_path: a torchvision `vgg16` state dict (keys `features.N.weight`, or the bare `N.weight`).
     linear_path: the five per-channel weight vectors, as keys `lins.K.weight` (ours) or `linK.model.1.weight`
-        (the layout of the LPIPS authors' released `vgg.pth`). Nothing is ever downloaded.
-    random_backbone: no weights at all (offline tests and small scales): a random VGG, uniform channel weights.
+        (the layout of the LPIPS authors' released `vgg.pth`); None: that released file as torchmetrics' wheel
+        ships it (ldae/weights.py), so a real LPIPS needs only the VGG16 file. Nothing is ever downloaded.
+    random_backbone: no backbone file (offline tests and small scales): a random VGG, uniform channel weights.
     """
 
     TAPS = (3, 8, 15, 22, 29)  # indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in vgg16.features
@@ -39,8 +40,15 @@ class LPIPS(nn.Module):
         super().__init__()
         from torchvision.models.vgg import cfgs, make_layers
 
-        if not random_backbone and not (backbone_path and linear_path):
-            raise ValueError("LPIPS needs backbone_path and linear_path (local files), or random_backbone=True")
+        from ldae.weights import lpips_linear_path
+
+        if not random_backbone and not backbone_path:
+            raise ValueError("LPIPS needs backbone_path (a local torchvision vgg16 state dict), or random_backbone=True")
+        if backbone_path:
+            linear_path = lpips_linear_path(linear_path)
+            if linear_path is None:
+                raise ValueError("LPIPS linear_path is null and torchmetrics ships no lpips_models/vgg.pth; "
+                                 "set linear_path to the LPIPS heads file")
         # torchvision's VGG16 feature stack (the same layers and keys as vgg16().features), without
         # building the 120M-parameter classifier we never use.
         self.features = make_layers(cfgs["D"], batch_norm=False)[: self.TAPS[-1] + 1]
@@ -48,8 +56,8 @@ class LPIPS(nn.Module):
         # Inputs in [-1, 1] are shifted/scaled to the ImageNet statistics the VGG was trained on.
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
         self.register_buffer("scale_in", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
-        self.random_backbone = bool(random_backbone) and not (backbone_path and linear_path)
-        if backbone_path and linear_path:
+        self.random_backbone = bool(random_backbone) and not backbone_path
+        if backbone_path:
             self._load(backbone_path, linear_path)
         else:
             for lin, c in zip(self.lins, self.WIDTHS):

@@ -91,7 +91,7 @@ class TrainableTokenizer(Tokenizer):
     def random_backbone(self) -> bool:
         p = self.loss_cfg.get("perceptual") or {}
         return float(p.get("weight", 0.0)) > 0 and bool(p.get("random_backbone")) and \
-            not (p.get("backbone_path") and p.get("linear_path")) and int(self.train_cfg.get("steps", 0)) > 0
+            not p.get("backbone_path") and int(self.train_cfg.get("steps", 0)) > 0
 
     def describe(self) -> dict:
         return {"perceptual_random_backbone": True} if self.random_backbone() else {}
