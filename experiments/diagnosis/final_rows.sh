@@ -3,7 +3,7 @@
 # a time. Budgets and settings are fixed here before any of these results was seen (see the git history).
 #
 #   bash experiments/diagnosis/final_rows.sh budget    # rows 07 09 10 11 12 x 2/5/10 epochs of 8000 images
-#   bash experiments/diagnosis/final_rows.sh factors   # rows 10-12 at 2 epochs: lr, PCA scaling, weights, head
+#   bash experiments/diagnosis/final_rows.sh factors   # rows 10, 11 (12) at 2 epochs: lr, PCA scaling, head init, weights
 #
 # Every run is one trajectory.py call (its own trajectory.json with per-seed results); OUT collects them.
 # Budget axis: data.num_train=8000 (the trajectory's) and trainer.max_epochs 2 / 5 / 10 = 125 / 312 / 625
@@ -29,7 +29,7 @@ case "${1:-budget}" in
       run "budget_ep$ep" 'steps=[7,9,10,11,12]' trainer.max_epochs=$ep optim.warmup_epochs=$wu
     done ;;
   factors)
-    rows='steps=[10,11,12]'
+    rows='steps=[10,11]'  # 10 -> 11 is where the fall is (8 latent outputs per token -> 192 pixel outputs)
     run lr_quarter "$rows" optim.base_lr=5.0e-4                 # lr per output space: a 4x smaller step
     run pca_no_scaling "$rows" tokenizer.scaling=none            # the PCA latent scale (pixel-space loss scale)
     run head_default_init "$rows" model.adaln_zero=false         # zero init of the output layer and gates
