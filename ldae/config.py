@@ -221,6 +221,11 @@ def validate(cfg: DictConfig) -> None:
     _require(t.predict in PREDICTIONS, f"unknown target.predict '{t.predict}'; allowed: {', '.join(PREDICTIONS)}")
     _require(t.input in INPUTS, f"unknown target.input '{t.input}'; allowed: {', '.join(INPUTS)}")
     _require(t.lambda_t in LAMBDAS, f"unknown target.lambda_t '{t.lambda_t}'; allowed: {', '.join(LAMBDAS)}")
+    _require(t.output_basis in choices.OUTPUT_BASES,
+             f"unknown target.output_basis '{t.output_basis}'; allowed: {', '.join(choices.OUTPUT_BASES)}")
+    _require(t.output_basis == "pixels" or (t.predict in ("image", "image_pca") and tok.name in choices.BASIS_TOKENIZERS),
+             f"target.output_basis=tokenizer needs an image output (target.predict=image|image_pca, got {t.predict}) "
+             f"and a tokenizer with an orthonormal basis ({', '.join(choices.BASIS_TOKENIZERS)}; got {tok.name})")
     try:
         spec = lookup(cfg.model.name)
     except ValueError as e:

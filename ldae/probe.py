@@ -50,6 +50,9 @@ def upgrade_stored_config(stored: dict) -> dict:
     probe = stored.get("probe")
     if isinstance(probe, dict):
         stored = {**stored, "probe": {**PROBE_KEYS_ADDED, **probe}}
+    target = stored.get("target")
+    if isinstance(target, dict):  # target.output_basis came later; before it every output was in pixels
+        stored = {**stored, "target": {"output_basis": "pixels", **target}}
     return {"online_probe": {"enabled": False, "t": 10, "lr": 1.0e-3}, **stored}
 
 

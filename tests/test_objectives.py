@@ -68,3 +68,32 @@ def test_latent_targets_and_inputs():
     assert Objective("image", "image").network_input(z0, pca).shape == x.shape
     with pytest.raises(ValueError, match="target.predict 'nope'"):
         Objective("nope")
+
+
+def test_output_basis_tokenizer_is_an_orthonormal_reparameterisation_of_the_image_output():
+    """output_basis=tokenizer reads the output as PCA coefficients per patch: pixels = V c. The same image
+    is reached by the coefficients V^T x, the loss value is the same, and a zero output stays zero."""
+    import torch
+
+    from ldae.diffusion import Objective
+    from ldae.tokenizers import PatchPCA
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 8, 8) * 2 - 1
+    pca = PatchPCA(patch_size=4, latent_dim=5, num_patches=10**6)
+    pca.fit([x])
+    pix, rot = Objective(output_basis="pixels"), Objective(output_basis="tokenizer")
+    target = torch.rand(4, 3, 8, 8) * 2 - 1
+    coeffs = pca.unpatchify(pca.patchify(target) @ pca.basis(), (2, 2))  # V^T x per patch, as a map
+    assert torch.allclose(rot.prediction(coeffs, pca), target, atol=1e-5)
+    assert torch.equal(pix.prediction(coeffs, pca), coeffs)
+    assert torch.equal(rot.prediction(torch.zeros_like(target), pca), torch.zeros_like(target))
+    z0 = pca.encode(x[:4])
+    g, s = torch.ones(4), torch.full((4,), 0.5)
+    l_pix, _ = pix(target, x[:4], z0, torch.zeros_like(z0), g, s, pca)
+    l_rot, _ = rot(rot.prediction(coeffs, pca), x[:4], z0, torch.zeros_like(z0), g, s, pca)
+    assert torch.allclose(l_pix, l_rot, atol=1e-6)
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown target.output_basis 'pca'; allowed: pixels, tokenizer"):
+        Objective(output_basis="pca")

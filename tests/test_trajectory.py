@@ -172,6 +172,14 @@ def test_two_rows_two_seeds(traj, tmp_path):
         assert (tmp_path / f).stat().st_size > 0
     res = json.loads((tmp_path / "12_predict_image" / "seed1" / "results.json").read_text())
     assert res["seed"] == 1 and len(res["probe_curve"]) >= 1
+    # The baselines, once per seed beside the rows (the last row's architecture), in the json and the table.
+    base = doc["meta"]["baselines"]
+    assert base["row"] == "12_predict_image" and len(base["pixels"]) == len(base["random"]) == 2
+    for seed in (0, 1):
+        b = json.loads((tmp_path / "baselines" / f"seed{seed}" / "baselines.json").read_text())
+        assert [b["baseline_pixels_top1"], b["baseline_random_top1"]] == [base["pixels"][seed], base["random"][seed]]
+    md = (tmp_path / "trajectory.md").read_text()
+    assert "| — | baseline: raw pixels" in md and "| — | chance (100 / classes) | 10.00 |" in md
     assert (tmp_path / "12_predict_image" / "seed1" / "config.yaml").read_text().count("epochs: 2") >= 1
     with pytest.raises(Exception, match="unknown rows"):
         traj.run_trajectory(compose_config(["scale=smoke", "steps=[13]"], "trajectory"), tmp_path, [])

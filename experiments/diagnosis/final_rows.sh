@@ -4,6 +4,7 @@
 #
 #   bash experiments/diagnosis/final_rows.sh budget    # rows 07 09 10 11 12 x 2/5 epochs, 07 10 11 12 x 10
 #   bash experiments/diagnosis/final_rows.sh factors   # rows 10, 11 (12) at 2 epochs: lr, PCA scaling, head init, weights
+#   bash experiments/diagnosis/final_rows.sh basis     # rows 11, 12 at 2 epochs with the output layer in the PCA basis
 #
 # Every run is one trajectory.py call (its own trajectory.json with per-seed results); OUT collects them.
 # Budget axis: data.num_train=8000 (the trajectory's) and trainer.max_epochs 2 / 5 / 10 = 125 / 312 / 625
@@ -37,5 +38,10 @@ case "${1:-budget}" in
     run head_default_init "$rows" model.adaln_zero=false         # zero init of the output layer and gates
     run residual_w1 'steps=[12]' target.residual_weight=1.0      # Eq. 4's residual weight 0.1 -> 1
     ;;
-  *) echo "usage: $0 budget|factors" >&2; exit 2 ;;
+  basis)  # the output layer in the PCA basis (target.output_basis=tokenizer): Adam's per-coordinate steps then
+    # work in the coordinates the target lives in (d of them) instead of pixels; row 11 in pixels again to show
+    # that this code reproduces the budget_ep2 runs
+    run basis_pixels_check 'steps=[11]'
+    run head_pca_basis 'steps=[11,12]' target.output_basis=tokenizer ;;
+  *) echo "usage: $0 budget|factors|basis" >&2; exit 2 ;;
 esac

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from ldae.choices import INPUTS, LAMBDAS, PREDICTIONS
+from ldae.choices import INPUTS, LAMBDAS, OUTPUT_BASES, PREDICTIONS
 
 
 def loss_weight(kind: str, gamma: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -83,19 +83,33 @@ def vb_term(schedule, predict: str, mean_out: torch.Tensor, var_out: torch.Tenso
 
 class Objective(nn.Module):
     def __init__(self, predict: str = "image", input: str = "image", lambda_t: str = "inv_one_plus_sigma2",
-                 residual_weight: float = 0.1):
+                 residual_weight: float = 0.1, output_basis: str = "pixels"):
         super().__init__()
         if predict not in PREDICTIONS:
             raise ValueError(f"unknown target.predict '{predict}'; allowed: {', '.join(PREDICTIONS)}")
         if input not in INPUTS:
             raise ValueError(f"unknown target.input '{input}'; allowed: {', '.join(INPUTS)}")
         loss_weight(lambda_t, torch.ones(1), torch.ones(1))  # validates the name
+        if output_basis not in OUTPUT_BASES:
+            raise ValueError(f"unknown target.output_basis '{output_basis}'; allowed: {', '.join(OUTPUT_BASES)}")
         self.predict, self.input, self.lambda_t = predict, input, lambda_t
         self.residual_weight = float(residual_weight)
+        self.output_basis = output_basis
 
     @property
     def output_space(self) -> str:
         return "latent" if self.predict in ("eps", "x0") else "image"
+
+    def prediction(self, out: torch.Tensor, tokenizer) -> torch.Tensor:
+        """The network's output as the prediction: as it is, or (output_basis=tokenizer, an image output) read
+        as coefficients in the tokenizer's orthonormal patch basis and mapped to pixels, x = Σ_i c_i v_i per patch.
+        The map is orthonormal, so the loss is unchanged in value; only the coordinates the output layer (and
+        its optimiser's per-coordinate steps) work in change: the first d of them span the PCA subspace."""
+        if self.output_basis == "pixels" or self.output_space != "image":
+            return out
+        p = tokenizer.patch_size
+        coeffs = tokenizer.patchify(out)  # (B, N, D)
+        return tokenizer.unpatchify(coeffs @ tokenizer.basis().T, (out.shape[-2] // p, out.shape[-1] // p))
 
     def network_input(self, z_t: torch.Tensor, tokenizer) -> torch.Tensor:
         """The noisy latent (B, d, h, w), or it decoded to pixels (B, 3, H, W)."""

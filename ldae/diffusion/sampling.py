@@ -62,6 +62,10 @@ class Denoiser(nn.Module):
 
     def raw(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
         """The (guided) prediction and variance channels of the backbone."""
+        mean, var = self._raw(z_t, t, y)
+        return self.objective.prediction(mean, self.tokenizer), var
+
+    def _raw(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
         inp = self.objective.network_input(z_t, self.tokenizer)
         tin = t + self.t_offset
         if y is None or self.guidance_scale == 1.0:

@@ -34,7 +34,8 @@ def _plain(x):
 
 def build_objective(cfg) -> Objective:
     t = cfg.target
-    return Objective(predict=t.predict, input=t.input, lambda_t=t.lambda_t, residual_weight=t.residual_weight)
+    return Objective(predict=t.predict, input=t.input, lambda_t=t.lambda_t, residual_weight=t.residual_weight,
+                     output_basis=t.output_basis)
 
 
 def latent_patch(model_cfg, default: int | None = 1) -> int | None:
@@ -147,7 +148,7 @@ class PretrainModule(pl.LightningModule):
         else:
             (x, y, index), z0 = batch, None
         z0, eps, t, inp = self.corrupt(x, index, epoch, z0)
-        pred = self.backbone(inp, t, y if self.class_cond else None)  # labels dropped to null at class_dropout
+        pred = self.objective.prediction(self.backbone(inp, t, y if self.class_cond else None), self.tokenizer)
         return self.loss(pred, x, z0, eps, t)
 
     def setup(self, stage: str) -> None:
@@ -214,7 +215,7 @@ class PretrainModule(pl.LightningModule):
         x, y, index = batch
         z0, eps, t, inp = self.corrupt(x, index, 0)  # the same noise every epoch: comparable curves
         net = self.ema.module if self.ema is not None else self.backbone
-        pred = net(inp, t, y if self.class_cond else None)
+        pred = self.objective.prediction(net(inp, t, y if self.class_cond else None), self.tokenizer)
         loss, _ = self.loss(pred, x, z0, eps, t)
         self.log("pretrain/val_loss", loss, sync_dist=True)
 
