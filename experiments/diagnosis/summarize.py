@@ -1,6 +1,6 @@
 """Tables of the final-rows diagnosis (experiments/diagnosis/final_rows.sh) from its trajectory.json files.
 
-    python experiments/diagnosis/summarize.py outputs/diagnosis > experiments/results/DATE_final_rows_....md
+    python experiments/diagnosis/summarize.py outputs/diagnosis [MORE_FOLDERS...] > experiments/results/....md
 
 Probe top-1 mean ± SE over seeds per (run, row); differences with SE(Δ) = √(SE_a² + SE_b²) and a sign only
 where |Δ| > 2 SE.
@@ -16,6 +16,13 @@ from ldae.report.stats import diff, mean_se
 
 ROWS = {7: "07_patch_pca", 9: "09_no_input_scaling", 10: "10_image_input", 11: "11_image_output",
         12: "12_predict_image"}
+
+
+BASES: list[Path] = []  # the folders the runs' trajectory.json files are looked up in, in order
+
+
+def find(name: str) -> Path | None:
+    return next((b / name for b in BASES if (b / name / "trajectory.json").is_file()), None)
 
 
 def load(folder: Path) -> dict[int, tuple[list[float], list[int], float]]:
@@ -40,13 +47,13 @@ def fmt_delta(a, b) -> str:
     return f"{fmt(d, se)} ({sign})"
 
 
-def budget_table(base: Path, names: list[str]) -> list[str]:
+def budget_table(names: list[str]) -> list[str]:
     lines = ["| budget | steps | " + " | ".join(f"row {r:02d}" for r in ROWS) +
              " | 11 − 10 | 12 − 10 | 12 − 07 |", "|---" * (len(ROWS) + 5) + "|"]
     for name in names:
-        if not (base / name / "trajectory.json").is_file():
+        if find(name) is None:
             continue
-        res = load(base / name)
+        res = load(find(name))
         stats = {r: mean_se(v[0]) for r, v in res.items()}
         steps = next(iter(res.values()))[1][0] if res else 0
         cells = [fmt(*stats[r]) if r in stats else "—" for r in ROWS]
@@ -56,15 +63,15 @@ def budget_table(base: Path, names: list[str]) -> list[str]:
     return lines
 
 
-def factor_table(base: Path, baseline: str, factors: list[tuple[str, str]]) -> list[str]:
-    ref = load(base / baseline)
+def factor_table(baseline: str, factors: list[tuple[str, str]]) -> list[str]:
+    ref = load(find(baseline))
     lines = ["| factor | row | baseline (2 ep) | with the factor | Δ vs baseline | 11 − 10 with the factor |",
              "|---|---|---|---|---|---|"]
     for name, what in factors:
-        if not (base / name / "trajectory.json").is_file():
+        if find(name) is None:
             lines.append(f"| {what} | — | — | not run | — | — |")
             continue
-        res = load(base / name)
+        res = load(find(name))
         stats = {r: mean_se(v[0]) for r, v in res.items()}
         gap = fmt_delta(stats[10], stats[11]) if 10 in stats and 11 in stats else "—"
         for r in sorted(stats):
@@ -73,14 +80,17 @@ def factor_table(base: Path, baseline: str, factors: list[tuple[str, str]]) -> l
     return lines
 
 
-def main(base: Path) -> None:
+def main() -> None:
     print("## Budget: probe top-1 (%) against pretraining steps (Fashion-MNIST, scale=cpu model, 8000 images)\n")
-    print("\n".join(budget_table(base, ["budget_ep2", "budget_ep5", "budget_ep10"])))
+    print("\n".join(budget_table(["budget_ep2", "budget_ep5", "budget_ep10"])))
     print("\n## Factors at the trajectory budget (2 epochs = 125 steps)\n")
-    print("\n".join(factor_table(base, "budget_ep2", [
+    print("\n".join(factor_table("budget_ep2", [
         ("lr_quarter", "lr / 4 (optim.base_lr=5e-4)"), ("pca_no_scaling", "tokenizer.scaling=none"),
-        ("head_default_init", "model.adaln_zero=false"), ("residual_w1", "target.residual_weight=1.0")])))
+        ("head_default_init", "model.adaln_zero=false"), ("residual_w1", "target.residual_weight=1.0"),
+        ("basis_pixels_check", "none (row 11 again, on the code with output_basis)"),
+        ("head_pca_basis", "target.output_basis=tokenizer")])))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/diagnosis"))
+    BASES.extend(Path(a) for a in (sys.argv[1:] or ["outputs/diagnosis"]))
+    main()
