@@ -160,9 +160,10 @@ def validate(cfg: DictConfig) -> None:
 
     require_complete(cfg)
     d, tok = cfg.data, cfg.tokenizer
-    _require(d.name in DATASETS, f"unknown data '{d.name}'; allowed: {', '.join(DATASETS)}")
-    _require(tok.name in TOKENIZERS, f"unknown tokenizer '{tok.name}'; allowed: {', '.join(TOKENIZERS)}")
-    _require(cfg.schedule.name in SCHEDULES, f"unknown schedule '{cfg.schedule.name}'; allowed: {', '.join(SCHEDULES)}")
+    # A node with `_target_` is a user's part (ldae/plugins.py): no name registry, the interface check instead.
+    _check_part(d, "data", DATASETS)
+    _check_part(tok, "tokenizer", TOKENIZERS)
+    _check_part(cfg.schedule, "schedule", SCHEDULES)
     _require(isinstance(d.batch_size, int) and d.batch_size >= 1, f"data.batch_size={d.batch_size} must be an integer >= 1")
     _require(isinstance(d.image_size, int) and d.image_size >= 1, f"data.image_size={d.image_size} must be an integer >= 1")
     _require(d.crop in CROPS, f"unknown data.crop '{d.crop}'; allowed: {', '.join(CROPS)}")
@@ -174,8 +175,9 @@ def validate(cfg: DictConfig) -> None:
     _require(d.image_size % p == 0,
              f"data.image_size={d.image_size} is not divisible by tokenizer.patch_size={p}; allowed: multiples of {p}")
     D = 3 * p * p
-    if tok.name != "none":
-        units = tok.latent_units
+    plugin_tok = tok.get("_target_") is not None
+    if tok.name != "none" and (not plugin_tok or tok.get("latent_dim") is not None):
+        units = tok.get("latent_units", "paper")
         _require(units in ("paper", "absolute"), f"unknown tokenizer.latent_units '{units}'; allowed: paper, absolute")
         limit = 768 if units == "paper" else D
         ld = tok.latent_dim
@@ -256,6 +258,8 @@ def validate(cfg: DictConfig) -> None:
     _validate_probe(cfg.probe, cfg)
     _validate_speed(cfg.get("speed"))
     # Data on disk: fail now, not after an hour of set-up.
+    if d.get("_target_") is not None:
+        return  # a user's dataset finds its own files
     if d.name == "imagefolder":
         _require(bool(d.root), "data.root is required for data=imagefolder (data.root=/path/to/imagenet)")
         for split in ("train", "val"):
@@ -268,6 +272,23 @@ def validate(cfg: DictConfig) -> None:
     elif d.name == "cifar10" and not d.download:
         _require(os.path.isdir(os.path.join(d.root, "cifar-10-batches-py")),
                  f"data.root={d.root} holds no cifar-10-batches-py folder; set data.download=true to fetch it")
+
+
+def _check_part(node, group: str, builtin: tuple[str, ...]) -> None:
+    """A built-in part: its name is one of `builtin`. A user's part (`_target_`): a name of its own (runs, artifacts
+    and logs are called by it; a built-in's name would select the built-in's special cases), a target that
+    imports and, for a class, has the interface's methods."""
+    name = node.get("name")
+    if node.get("_target_") is None:
+        _require(name in builtin, f"unknown {group} '{name}'; allowed: {', '.join(builtin)}, or a _target_ "
+                                  f"(your own {group}, README 'Your own parts')")
+        return
+    _require(isinstance(name, str) and bool(name) and name not in builtin,
+             f"{group}.name={name} for {group}._target_={node.get('_target_')}: a plug-in needs a name of its own; "
+             f"allowed: any name but {', '.join(builtin)}")
+    from ldae import plugins
+
+    plugins.check_class(node, group)
 
 
 def world_size_of(tcfg) -> int:
