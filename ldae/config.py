@@ -206,8 +206,20 @@ def validate(cfg: DictConfig) -> None:
     _require(bool(d.get("labels", True)) or not cfg.model.class_cond,
              f"model.class_cond=true needs labels, but data.labels=false for data={d.name}; "
              "set model.class_cond=false")
-    _require(bool(d.get("labels", True)), f"data.labels=false: the linear probe needs labelled images "
-             f"(data={d.name}); give a labelled dataset")
+    pd = cfg.get("probe_data")
+    if pd is not None:  # the probe's own labelled set (ldae/stages.py probe_data_config)
+        _check_part(pd, "probe_data", DATASETS)
+        _require(bool(pd.get("labels", True)), f"probe_data.labels=false: the probe needs labelled images "
+                 f"(probe_data={pd.name}); give a labelled dataset")
+        _check_data_files(pd, "probe_data")
+    else:
+        _require(bool(d.get("labels", True)), f"data.labels=false: the linear probe needs labelled images "
+                 f"(data={d.name}); give a labelled set to probe on with probe_data=NAME (e.g. "
+                 f"probe_data=fashion_mnist) or a labelled dataset")
+    op = cfg.get("online_probe")
+    _require(bool(d.get("labels", True)) or op is None or not op.enabled,
+             f"online_probe.enabled=true reads the pretraining labels, but data.labels=false for data={d.name}; "
+             f"set online_probe.enabled=false")
     world = world_size_of(cfg.trainer)
     _require(d.batch_size % world == 0, f"data.batch_size={d.batch_size} is not divisible by the world size "
              f"{world} (trainer.devices x trainer.num_nodes); allowed: multiples of {world}")
@@ -257,21 +269,27 @@ def validate(cfg: DictConfig) -> None:
     check_config_extras(cfg)
     _validate_probe(cfg.probe, cfg)
     _validate_speed(cfg.get("speed"))
-    # Data on disk: fail now, not after an hour of set-up.
+    _check_data_files(d, "data")
+
+
+def _check_data_files(d: DictConfig, key: str) -> None:
+    """Data on disk: fail now, not after an hour of set-up. key: the config node (data or probe_data)."""
+    from ldae.choices import fashion_mnist_files
+
     if d.get("_target_") is not None:
         return  # a user's dataset finds its own files
     if d.name == "imagefolder":
-        _require(bool(d.root), "data.root is required for data=imagefolder (data.root=/path/to/imagenet)")
+        _require(bool(d.root), f"{key}.root is required for {key}=imagefolder ({key}.root=/path/to/imagenet)")
         for split in ("train", "val"):
             _require(os.path.isdir(os.path.join(d.root, split)),
-                     f"data.root={d.root} has no '{split}' folder; expected ROOT/{split}/CLASS/*.JPEG")
+                     f"{key}.root={d.root} has no '{split}' folder; expected ROOT/{split}/CLASS/*.JPEG")
     elif d.name == "fashion_mnist" and not d.download:
         _require(fashion_mnist_files(Path(d.root), "train") is not None,
-                 f"data.root={d.root} holds no Fashion-MNIST IDX files; install Debian's dataset-fashion-mnist "
-                 f"(files land in /usr/share/datasets/fashion-mnist) or set data.download=true")
+                 f"{key}.root={d.root} holds no Fashion-MNIST IDX files; install Debian's dataset-fashion-mnist "
+                 f"(files land in /usr/share/datasets/fashion-mnist) or set {key}.download=true")
     elif d.name == "cifar10" and not d.download:
         _require(os.path.isdir(os.path.join(d.root, "cifar-10-batches-py")),
-                 f"data.root={d.root} holds no cifar-10-batches-py folder; set data.download=true to fetch it")
+                 f"{key}.root={d.root} holds no cifar-10-batches-py folder; set {key}.download=true to fetch it")
 
 
 def _check_part(node, group: str, builtin: tuple[str, ...]) -> None:

@@ -50,7 +50,7 @@ def upgrade_stored_config(stored: dict) -> dict:
     probe = stored.get("probe")
     if isinstance(probe, dict):
         stored = {**stored, "probe": {**PROBE_KEYS_ADDED, **probe}}
-    return {"online_probe": {"enabled": False, "t": 10, "lr": 1.0e-3}, **stored}
+    return {"online_probe": {"enabled": False, "t": 10, "lr": 1.0e-3}, "probe_data": None, **stored}
 
 
 def evaluate(cfg: DictConfig, output_dir: str | Path, probe_overrides: list[str] | None = None,
@@ -68,6 +68,8 @@ def evaluate(cfg: DictConfig, output_dir: str | Path, probe_overrides: list[str]
         for ov in probe_overrides or []:
             key, value = ov.split("=", 1)
             OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), merge=False)
+    if cfg.get("probe_data") is not None:  # another labelled set than the run's (read at its input size)
+        run_cfg.probe_data = cfg.probe_data
     OmegaConf.set_struct(run_cfg, True)
     run_cfg.logger = cfg.logger
     validate(run_cfg)
