@@ -338,6 +338,10 @@ def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
              "pools globally, PAPER.md 2.4); allowed: avg")
     _require(isinstance(pr.t, int) and 0 <= pr.t <= cfg.schedule.num_steps,
              f"probe.t={pr.t} must be an integer in 0..{cfg.schedule.num_steps}")
+    off = pr.get("t_offset", 0)
+    _require(isinstance(off, int) and pr.t + off >= 0,
+             f"probe.t_offset={off} with probe.t={pr.t} conditions the backbone on step {pr.t + off}; allowed: "
+             f"an integer with probe.t + probe.t_offset >= 0 (official DiT checkpoints: -1, so probe.t >= 1)")
     from ldae.models.registry import lookup
 
     depth = cfg.model.get("depth") or lookup(cfg.model.name).depth

@@ -354,7 +354,8 @@ def encoder_features(cfg: DictConfig, module: PretrainModule, backbone=None) -> 
     pr = cfg.probe
     return EncoderFeatures(backbone if backbone is not None else module.encoder(pr.use_ema), module.tokenizer,
                            module.objective, module.schedule, t=pr.t, noisy=pr.noisy,
-                           clean_input=pr.clean_input, block=pr.block, seed=int(cfg.seed), pool=pr.pool)
+                           clean_input=pr.clean_input, block=pr.block, seed=int(cfg.seed), pool=pr.pool,
+                           t_offset=int(pr.get("t_offset", 0)))
 
 
 def probe_all(cfg: DictConfig, module: PretrainModule, dm: LDAEDataModule | None, out: Path,

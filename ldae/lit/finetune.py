@@ -162,7 +162,7 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
     pr = cfg.probe
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     backbone = module.encoder(pr.use_ema)
-    sd, kwargs = fold_encoder(backbone, int(pr.t), pr.block)
+    sd, kwargs = fold_encoder(backbone, int(pr.t) + int(pr.get("t_offset", 0)), pr.block)  # the step it is conditioned on
     vit = build_vit(kwargs, num_classes=int(probe_data_config(cfg).num_classes), drop_path_rate=float(pr.drop_path))
     missing, unexpected = vit.load_state_dict(sd, strict=False)
     assert set(missing) == {"head.weight", "head.bias"} and not unexpected, (missing, unexpected)
