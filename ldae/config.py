@@ -160,9 +160,10 @@ def validate(cfg: DictConfig) -> None:
 
     require_complete(cfg)
     d, tok = cfg.data, cfg.tokenizer
-    _require(d.name in DATASETS, f"unknown data '{d.name}'; allowed: {', '.join(DATASETS)}")
-    _require(tok.name in TOKENIZERS, f"unknown tokenizer '{tok.name}'; allowed: {', '.join(TOKENIZERS)}")
-    _require(cfg.schedule.name in SCHEDULES, f"unknown schedule '{cfg.schedule.name}'; allowed: {', '.join(SCHEDULES)}")
+    # A node with `_target_` is a user's part (ldae/plugins.py): no name registry, the interface check instead.
+    _check_part(d, "data", DATASETS)
+    _check_part(tok, "tokenizer", TOKENIZERS)
+    _check_part(cfg.schedule, "schedule", SCHEDULES)
     _require(isinstance(d.batch_size, int) and d.batch_size >= 1, f"data.batch_size={d.batch_size} must be an integer >= 1")
     _require(isinstance(d.image_size, int) and d.image_size >= 1, f"data.image_size={d.image_size} must be an integer >= 1")
     _require(d.crop in CROPS, f"unknown data.crop '{d.crop}'; allowed: {', '.join(CROPS)}")
@@ -174,8 +175,9 @@ def validate(cfg: DictConfig) -> None:
     _require(d.image_size % p == 0,
              f"data.image_size={d.image_size} is not divisible by tokenizer.patch_size={p}; allowed: multiples of {p}")
     D = 3 * p * p
-    if tok.name != "none":
-        units = tok.latent_units
+    plugin_tok = tok.get("_target_") is not None
+    if tok.name != "none" and (not plugin_tok or tok.get("latent_dim") is not None):
+        units = tok.get("latent_units", "paper")
         _require(units in ("paper", "absolute"), f"unknown tokenizer.latent_units '{units}'; allowed: paper, absolute")
         limit = 768 if units == "paper" else D
         ld = tok.latent_dim
@@ -204,8 +206,20 @@ def validate(cfg: DictConfig) -> None:
     _require(bool(d.get("labels", True)) or not cfg.model.class_cond,
              f"model.class_cond=true needs labels, but data.labels=false for data={d.name}; "
              "set model.class_cond=false")
-    _require(bool(d.get("labels", True)), f"data.labels=false: the linear probe needs labelled images "
-             f"(data={d.name}); give a labelled dataset")
+    pd = cfg.get("probe_data")
+    if pd is not None:  # the probe's own labelled set (ldae/stages.py probe_data_config)
+        _check_part(pd, "probe_data", DATASETS)
+        _require(bool(pd.get("labels", True)), f"probe_data.labels=false: the probe needs labelled images "
+                 f"(probe_data={pd.name}); give a labelled dataset")
+        _check_data_files(pd, "probe_data")
+    else:
+        _require(bool(d.get("labels", True)), f"data.labels=false: the linear probe needs labelled images "
+                 f"(data={d.name}); give a labelled set to probe on with probe_data=NAME (e.g. "
+                 f"probe_data=fashion_mnist) or a labelled dataset")
+    op = cfg.get("online_probe")
+    _require(bool(d.get("labels", True)) or op is None or not op.enabled,
+             f"online_probe.enabled=true reads the pretraining labels, but data.labels=false for data={d.name}; "
+             f"set online_probe.enabled=false")
     world = world_size_of(cfg.trainer)
     _require(d.batch_size % world == 0, f"data.batch_size={d.batch_size} is not divisible by the world size "
              f"{world} (trainer.devices x trainer.num_nodes); allowed: multiples of {world}")
@@ -262,19 +276,44 @@ def validate(cfg: DictConfig) -> None:
     check_config_extras(cfg)
     _validate_probe(cfg.probe, cfg)
     _validate_speed(cfg.get("speed"))
-    # Data on disk: fail now, not after an hour of set-up.
+    _check_data_files(d, "data")
+
+
+def _check_data_files(d: DictConfig, key: str) -> None:
+    """Data on disk: fail now, not after an hour of set-up. key: the config node (data or probe_data)."""
+    from ldae.choices import fashion_mnist_files
+
+    if d.get("_target_") is not None:
+        return  # a user's dataset finds its own files
     if d.name == "imagefolder":
-        _require(bool(d.root), "data.root is required for data=imagefolder (data.root=/path/to/imagenet)")
+        _require(bool(d.root), f"{key}.root is required for {key}=imagefolder ({key}.root=/path/to/imagenet)")
         for split in ("train", "val"):
             _require(os.path.isdir(os.path.join(d.root, split)),
-                     f"data.root={d.root} has no '{split}' folder; expected ROOT/{split}/CLASS/*.JPEG")
+                     f"{key}.root={d.root} has no '{split}' folder; expected ROOT/{split}/CLASS/*.JPEG")
     elif d.name == "fashion_mnist" and not d.download:
         _require(fashion_mnist_files(Path(d.root), "train") is not None,
-                 f"data.root={d.root} holds no Fashion-MNIST IDX files; install Debian's dataset-fashion-mnist "
-                 f"(files land in /usr/share/datasets/fashion-mnist) or set data.download=true")
+                 f"{key}.root={d.root} holds no Fashion-MNIST IDX files; install Debian's dataset-fashion-mnist "
+                 f"(files land in /usr/share/datasets/fashion-mnist) or set {key}.download=true")
     elif d.name == "cifar10" and not d.download:
         _require(os.path.isdir(os.path.join(d.root, "cifar-10-batches-py")),
-                 f"data.root={d.root} holds no cifar-10-batches-py folder; set data.download=true to fetch it")
+                 f"{key}.root={d.root} holds no cifar-10-batches-py folder; set {key}.download=true to fetch it")
+
+
+def _check_part(node, group: str, builtin: tuple[str, ...]) -> None:
+    """A built-in part: its name is one of `builtin`. A user's part (`_target_`): a name of its own (runs, artifacts
+    and logs are called by it; a built-in's name would select the built-in's special cases), a target that
+    imports and, for a class, has the interface's methods."""
+    name = node.get("name")
+    if node.get("_target_") is None:
+        _require(name in builtin, f"unknown {group} '{name}'; allowed: {', '.join(builtin)}, or a _target_ "
+                                  f"(your own {group}, README 'Your own parts')")
+        return
+    _require(isinstance(name, str) and bool(name) and name not in builtin,
+             f"{group}.name={name} for {group}._target_={node.get('_target_')}: a plug-in needs a name of its own; "
+             f"allowed: any name but {', '.join(builtin)}")
+    from ldae import plugins
+
+    plugins.check_class(node, group)
 
 
 def world_size_of(tcfg) -> int:
@@ -306,6 +345,10 @@ def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
              "pools globally, PAPER.md 2.4); allowed: avg")
     _require(isinstance(pr.t, int) and 0 <= pr.t <= cfg.schedule.num_steps,
              f"probe.t={pr.t} must be an integer in 0..{cfg.schedule.num_steps}")
+    off = pr.get("t_offset", 0)
+    _require(isinstance(off, int) and pr.t + off >= 0,
+             f"probe.t_offset={off} with probe.t={pr.t} conditions the backbone on step {pr.t + off}; allowed: "
+             f"an integer with probe.t + probe.t_offset >= 0 (official DiT checkpoints: -1, so probe.t >= 1)")
     from ldae.models.registry import lookup
 
     depth = cfg.model.get("depth") or lookup(cfg.model.name).depth

@@ -29,12 +29,12 @@ def probe_features(cfg: DictConfig, extractor, train_set, val_set, tag: str):
     """Features and labels of both splits, from the disk cache when `probe.disk_cache` (else extracted).
 
     Returns (train_f, train_y, val_f, val_y, info) with info: per split, whether the cache hit, and the time."""
-    from ldae.stages import stage_device
+    from ldae.stages import probe_data_config, stage_device
 
-    pr = cfg.probe
+    pr, pdata = cfg.probe, probe_data_config(cfg)
     cache_dir = feature_cache_dir(cfg) if pr.get("disk_cache", True) else None
     ident = extractor.identity()
-    data = {**data_fingerprint(cfg.data), "num_val": cfg.data.get("num_val")}
+    data = {**data_fingerprint(pdata), "num_val": pdata.get("num_val")}  # the probe's images, not pretraining's
     out, info = [], {}
     for ds, split in ((train_set, "train"), (val_set, "val")):
         loader = DataLoader(ds, batch_size=int(pr.feature_batch_size), shuffle=False,
@@ -50,14 +50,14 @@ def probe_features(cfg: DictConfig, extractor, train_set, val_set, tag: str):
 def knn_stage(cfg: DictConfig, module, out: Path) -> dict:
     """Weighted kNN (cosine, k, temperature) top-1 of the encoder's features of clean images."""
     from ldae.lit.knn import knn_top1
-    from ldae.stages import encoder_features, probe_datasets
+    from ldae.stages import encoder_features, probe_data_config, probe_datasets
 
     pr = cfg.probe
     train_set, val_set = probe_datasets(cfg, None)
     ext = encoder_features(cfg, module)
     t0 = time.time()
     ftr, ytr, fva, yva, info = probe_features(cfg, ext, train_set, val_set, "encoder")
-    top1 = knn_top1(ftr, ytr, fva, yva, int(cfg.data.num_classes), int(pr.k), float(pr.temperature))
+    top1 = knn_top1(ftr, ytr, fva, yva, int(probe_data_config(cfg).num_classes), int(pr.k), float(pr.temperature))
     log.info("knn: top1 %.2f (k=%d, T=%g) on %d train / %d val features", top1, pr.k, pr.temperature,
              len(ytr), len(yva))
     return {"knn_top1": top1, "knn_k": int(pr.k), "knn_temperature": float(pr.temperature),
@@ -66,10 +66,10 @@ def knn_stage(cfg: DictConfig, module, out: Path) -> dict:
 
 def finetune_datasets(cfg: DictConfig):
     """(train, val): clean center-cropped views; the fine-tune module adds App. B's augmentation."""
-    from ldae.stages import probe_subsets
+    from ldae.stages import probe_data_config, probe_subsets
 
-    return probe_subsets(cfg, build_dataset(cfg.data, "train", augment=False),
-                         build_dataset(cfg.data, "val", augment=False))
+    data = probe_data_config(cfg)
+    return probe_subsets(cfg, build_dataset(data, "train", augment=False), build_dataset(data, "val", augment=False))
 
 
 def run_protocol(cfg: DictConfig, module, out: Path, baselines: bool) -> dict:

@@ -221,17 +221,28 @@ def _metric(trainer: pl.Trainer, name: str) -> float | None:
     return float(v) if v is not None else None
 
 
+def probe_data_config(cfg: DictConfig) -> DictConfig:
+    """The `data` node of the probe's labelled images: `probe_data` when set (another dataset, read at the
+    pretraining input: data.image_size; every dataset gives 3 channels in [-1, 1]), else the pretraining data."""
+    pd = cfg.get("probe_data")
+    if pd is None:
+        return cfg.data
+    return OmegaConf.merge(pd, {"image_size": int(cfg.data.image_size)})
+
+
 def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
     """(train, val) datasets for the probe: clean views, or augmented train images when probe.augment."""
-    pr = cfg.probe
+    pr, data = cfg.probe, probe_data_config(cfg)
+    if cfg.get("probe_data") is not None:
+        dm = None  # the loader's sets are the pretraining data's
     if pr.augment:
-        aug = OmegaConf.merge(cfg.data, {"crop": "random_resized", "hflip": True})
+        aug = OmegaConf.merge(data, {"crop": "random_resized", "hflip": True})
         train = build_dataset(aug, "train", min_scale=float(pr.get("crop_min_scale", 0.2)))
-    elif dm is not None and cfg.data.crop == "center" and not cfg.data.hflip:
+    elif dm is not None and data.crop == "center" and not data.hflip:
         train = dm.train_set
     else:
-        train = build_dataset(cfg.data, "train", augment=False)
-    val = dm.val_set if dm is not None else build_dataset(cfg.data, "val", augment=False)
+        train = build_dataset(data, "train", augment=False)
+    val = dm.val_set if dm is not None else build_dataset(data, "val", augment=False)
     return probe_subsets(cfg, train, val)
 
 
@@ -270,7 +281,7 @@ def train_head(cfg: DictConfig, train_set, val_set, feature_dim: int, out: Path,
     # (so a resumed run probes exactly as an uninterrupted one) and of whether the features were extracted
     # now (the loaders draw seeds) or read from the disk cache.
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    probe = LinearProbe(feature_dim, cfg.data.num_classes, optimizer=pr.optimizer, base_lr=probe_base_lr(pr),
+    probe = LinearProbe(feature_dim, probe_data_config(cfg).num_classes, optimizer=pr.optimizer, base_lr=probe_base_lr(pr),
                         batch_size=batch * accum * world, momentum=pr.momentum, weight_decay=pr.weight_decay,
                         warmup_epochs=pr.warmup_epochs, extractor=extractor)
     g = torch.Generator().manual_seed(int(cfg.seed))
@@ -343,7 +354,8 @@ def encoder_features(cfg: DictConfig, module: PretrainModule, backbone=None) -> 
     pr = cfg.probe
     return EncoderFeatures(backbone if backbone is not None else module.encoder(pr.use_ema), module.tokenizer,
                            module.objective, module.schedule, t=pr.t, noisy=pr.noisy,
-                           clean_input=pr.clean_input, block=pr.block, seed=int(cfg.seed), pool=pr.pool)
+                           clean_input=pr.clean_input, block=pr.block, seed=int(cfg.seed), pool=pr.pool,
+                           t_offset=int(pr.get("t_offset", 0)))
 
 
 def probe_all(cfg: DictConfig, module: PretrainModule, dm: LDAEDataModule | None, out: Path,

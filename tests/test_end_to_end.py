@@ -89,8 +89,8 @@ def test_cli_smoke_run_under_a_minute(tmp_path):
 
 @pytest.mark.parametrize("args, first_line", [
     (["experiment=nope"], "ldae-train: error: unknown experiment 'nope'; allowed: ldae"),
-    (["data=nope"], "ldae-train: error: unknown data 'nope'; allowed: cifar10, fashion_mnist, imagefolder, shapes"),
-    (["tokenizer=nope"], "ldae-train: error: unknown tokenizer 'nope'; allowed: conv_vae, none, patch_ae, patch_pca, patch_vae, vqgan, vqgan_no_perceptual"),
+    (["data=nope"], "ldae-train: error: unknown data 'nope'; allowed: cifar10, fashion_mnist, imagefolder, plugin, shapes"),
+    (["tokenizer=nope"], "ldae-train: error: unknown tokenizer 'nope'; allowed: conv_vae, none, patch_ae, patch_pca, patch_vae, plugin, vqgan, vqgan_no_perceptual"),
     (["schedule=no_such_schedule"], "ldae-train: error: unknown schedule 'no_such_schedule'; allowed:"),
     (["tokenizer.latent_dim=1000"], "ldae-train: error: tokenizer.latent_dim=1000 is out of range; allowed: 1..768"),
     (["data=imagefolder", "data.root=/nonexistent"], "ldae-train: error: data.root=/nonexistent has no 'train' folder"),

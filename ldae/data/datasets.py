@@ -201,12 +201,63 @@ def warn_bad_images(dataset, what: str) -> int:
     return n
 
 
+def to_model_image(img, size: int) -> torch.Tensor:
+    """Any image a dataset returns -> (3, size, size) float in [-1, 1], the pretraining input: a PIL image or
+    a (C, H, W) / (H, W) tensor or array, uint8 in 0..255 or float in [0, 1] (torchvision's ToTensor range);
+    grey is repeated to 3 channels, an alpha channel dropped; the short side resized, then center-cropped."""
+    if not isinstance(img, torch.Tensor):
+        img = v2.functional.pil_to_tensor(img) if hasattr(img, "mode") else torch.as_tensor(np.asarray(img))
+    if img.ndim == 2:
+        img = img[None]
+    if img.ndim != 3 or img.shape[0] not in (1, 3, 4):
+        raise DataError(f"a dataset image of shape {tuple(img.shape)}; allowed: (C, H, W) or (H, W) with C = 1, 3 or 4")
+    x = img.float().div(255.0) if img.dtype == torch.uint8 else img.float()
+    x = x[:3] if x.shape[0] >= 3 else x.expand(3, -1, -1)
+    if tuple(x.shape[-2:]) != (size, size):
+        x = v2.functional.center_crop(v2.functional.resize(x, size, antialias=True), size)
+    return x.mul(2.0).sub(1.0).clamp(-1.0, 1.0)
+
+
+class ConvertedDataset(Dataset):
+    """A user's dataset (data._target_) as ldae reads data: items (image (3, S, S) in [-1, 1], label, index),
+    a seeded random subset of `limit` items (never a prefix), the split's augmentation on top."""
+
+    def __init__(self, inner, image_size: int, limit: int | None, transform=None, seed: int = 0):
+        self.inner, self.size, self.transform = inner, int(image_size), transform
+        n = len(inner)
+        if n == 0:
+            raise DataError(f"the dataset {type(inner).__name__} is empty")
+        keep = torch.arange(n)
+        if limit is not None and limit < n:
+            keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+        self.keep = keep.tolist()
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, i: int):
+        item = self.inner[self.keep[i]]
+        img, label = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, -1)
+        x = to_model_image(img, self.size)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, torch.as_tensor(int(label)), i
+
+
 def build_dataset(cfg, split: str, augment: bool = True, min_scale: float = 0.2) -> Dataset:
     """cfg: the `data` config node; split: train | val. augment=False gives the clean (center-crop) view.
-    min_scale: the smallest RandomResizedCrop area when cfg.crop=random_resized."""
+    min_scale: the smallest RandomResizedCrop area when cfg.crop=random_resized.
+    A node with `_target_` is a user's dataset (ldae.plugins), built with split= and converted."""
     name, size = cfg.name, cfg.image_size
     crop, hflip = (cfg.crop, cfg.hflip) if augment and split == "train" else ("center", False)
     limit = cfg.num_train if split == "train" else cfg.num_val
+    from ldae import plugins
+
+    if plugins.is_plugin(cfg):
+        ldae_args = {"split": split, "root": cfg.get("root"), "image_size": size, "download": cfg.get("download")}
+        inner = plugins.instantiate(cfg, "data", ldae_args)
+        return ConvertedDataset(inner, size, limit, train_transform(size, crop, hflip, min_scale),
+                                seed=int(cfg.get("seed") or 0))
     if name == "imagefolder":
         return ImageFolderDataset(cfg.root, split, size, crop, hflip, limit, labels=cfg.get("labels", True),
                                   min_scale=min_scale)
@@ -231,6 +282,10 @@ def data_fingerprint(cfg) -> dict:
     """What identifies the training images (the tokenizer cache key includes it)."""
     keys = ("name", "root", "image_size", "num_train", "seed", "difficulty", "num_classes")
     fp = {k: cfg.get(k) for k in keys}
+    from ldae import plugins
+
+    if plugins.is_plugin(cfg):  # a user's dataset: its target and own arguments
+        fp["plugin"] = plugins.identity(cfg, "data")
     if cfg.name != "shapes" and cfg.root and os.path.exists(cfg.root):
         fp["root_mtime"] = int(os.path.getmtime(cfg.root))
     return fp

@@ -146,6 +146,31 @@ def build_schedule(name: str, num_steps: int = 1000, **kwargs) -> NoiseSchedule:
 
 
 def schedule_from_config(node) -> NoiseSchedule:
-    """The `schedule` config node -> NoiseSchedule; keys beyond name/num_steps go to the factory (sigma, ...)."""
+    """The `schedule` config node -> NoiseSchedule; keys beyond name/num_steps go to the factory (sigma, ...).
+    A node with `_target_` is a user's schedule (ldae.plugins): a NoiseSchedule, or any object with gamma and
+    sigma tables, checked like the built-in ones."""
+    from ldae import plugins
+
+    if plugins.is_plugin(node):
+        return plugin_schedule(node)
     extra = {k: v for k, v in dict(node).items() if k not in ("name", "num_steps")}
     return build_schedule(node["name"], int(node["num_steps"]), **extra)
+
+
+def plugin_schedule(node) -> NoiseSchedule:
+    from ldae import plugins
+    from ldae.config import ConfigError
+
+    T = int(node["num_steps"])
+    obj = plugins.instantiate(node, "schedule", {"num_steps": T})
+    gamma, sigma = (torch.as_tensor(obj.gamma, dtype=torch.float64), torch.as_tensor(obj.sigma, dtype=torch.float64))
+    target = node.get("_target_")
+    if gamma.shape != (T + 1,) or sigma.shape != (T + 1,):
+        raise ConfigError(f"schedule._target_={target} gives gamma {tuple(gamma.shape)} and sigma {tuple(sigma.shape)}; "
+                          f"allowed: both ({T + 1},), t = 0..schedule.num_steps={T}")
+    if not (torch.isfinite(gamma).all() and torch.isfinite(sigma).all() and (gamma >= 0).all() and (sigma >= 0).all()):
+        raise ConfigError(f"schedule._target_={target} has negative or non-finite gamma/sigma; allowed: finite values >= 0")
+    if float(sigma[0]) != 0.0 or not bool((sigma[1:] > 0).all()):
+        raise ConfigError(f"schedule._target_={target}: sigma_0 must be 0 (t = 0 is the clean input) and sigma_t > 0 "
+                          f"for t >= 1")
+    return NoiseSchedule(gamma, sigma, str(node.get("name")))

@@ -157,13 +157,13 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
     from ldae.evaluation import finetune_datasets
     from ldae.export import build_vit, fold_encoder
     from ldae.lit.probe import EncoderFeatures
-    from ldae.stages import loggers_for, stage_accelerator
+    from ldae.stages import loggers_for, probe_data_config, stage_accelerator
 
     pr = cfg.probe
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     backbone = module.encoder(pr.use_ema)
-    sd, kwargs = fold_encoder(backbone, int(pr.t), pr.block)
-    vit = build_vit(kwargs, num_classes=int(cfg.data.num_classes), drop_path_rate=float(pr.drop_path))
+    sd, kwargs = fold_encoder(backbone, int(pr.t) + int(pr.get("t_offset", 0)), pr.block)  # the step it is conditioned on
+    vit = build_vit(kwargs, num_classes=int(probe_data_config(cfg).num_classes), drop_path_rate=float(pr.drop_path))
     missing, unexpected = vit.load_state_dict(sd, strict=False)
     assert set(missing) == {"head.weight", "head.bias"} and not unexpected, (missing, unexpected)
     # The clean network input at t (the tokenizer's projection for image-input rows; frozen, no noise).
@@ -180,7 +180,7 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
     batch = min(int(pr.batch_size), len(train_set))
     batch -= batch % 2  # MixUp pairs samples: an even batch
     device_batch, accum = split_batch(batch, 1, pr.get("device_batch_size"))
-    ft = FineTuneModule(vit, to_input, int(cfg.data.num_classes), pr, device_batch * accum)
+    ft = FineTuneModule(vit, to_input, int(probe_data_config(cfg).num_classes), pr, device_batch * accum)
     g = torch.Generator().manual_seed(int(cfg.seed))
     workers = int(cfg.data.num_workers)
     train_loader = DataLoader(train_set, batch_size=device_batch, shuffle=True, drop_last=True, generator=g,

@@ -50,7 +50,8 @@ class EncoderFeatures(nn.Module):
     """Image batch -> (B, width) features of a frozen DiT encoder, as the probe config asks."""
 
     def __init__(self, backbone, tokenizer, objective, schedule, t: int = 10, noisy: bool = False,
-                 clean_input: str = "projected", block: int | None = None, seed: int = 0, pool: str = "avg"):
+                 clean_input: str = "projected", block: int | None = None, seed: int = 0, pool: str = "avg",
+                 t_offset: int = 0):
         super().__init__()
         check_pool(pool)
         if clean_input not in CLEAN_INPUTS:
@@ -59,7 +60,12 @@ class EncoderFeatures(nn.Module):
             raise ValueError(f"probe.t={t} must be in 0..{schedule.num_steps}")
         self.backbone, self.tokenizer, self.objective, self.schedule = backbone, tokenizer, objective, schedule
         self.t, self.noisy, self.clean_input, self.block, self.seed = t, noisy, clean_input, block, seed
-        self.pool = pool
+        # Added to t for the backbone only, as the sampler's gen.t_offset: -1 for official DiT checkpoints,
+        # conditioned on DDPM's step k = t - 1 while the noise of level t is what t means here.
+        self.pool, self.t_offset = pool, int(t_offset)
+        if self.t + self.t_offset < 0:
+            raise ValueError(f"probe.t={t} with probe.t_offset={t_offset} conditions on step {t + t_offset}; "
+                             f"allowed: probe.t >= {-self.t_offset}")
         self.requires_grad_(False)
 
     @property
@@ -72,7 +78,8 @@ class EncoderFeatures(nn.Module):
 
         return {"kind": "encoder", "weights": weights_digest(self.backbone, self.tokenizer), "t": self.t,
                 "noisy": self.noisy, "seed": self.seed if self.noisy else None, "clean_input": self.clean_input,
-                "block": self.block, "pool": self.pool, "input": self.objective.input}
+                "block": self.block, "pool": self.pool, "input": self.objective.input,
+                **({"t_offset": self.t_offset} if self.t_offset else {})}  # old cache keys stay valid
 
     def network_input(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         if not self.noisy:
@@ -86,7 +93,7 @@ class EncoderFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         self.backbone.eval()
-        t = torch.full((x.shape[0],), self.t, device=x.device, dtype=torch.long)
+        t = torch.full((x.shape[0],), self.t + self.t_offset, device=x.device, dtype=torch.long)
         return self.backbone.forward_features(self.network_input(x, index), t, None, self.block)  # (B, D)
 
 

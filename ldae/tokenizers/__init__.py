@@ -32,7 +32,11 @@ def resolve_latent_dim(cfg) -> int:
 
 
 def build_tokenizer(cfg) -> Tokenizer:
-    """cfg: the `tokenizer` config node."""
+    """cfg: the `tokenizer` config node; one with `_target_` is a user's tokenizer (ldae.plugins)."""
+    from ldae import plugins
+
+    if plugins.is_plugin(cfg):
+        return build_plugin_tokenizer(cfg)
     if cfg.name == "patch_pca":
         return PatchPCA(patch_size=cfg.patch_size, latent_dim=resolve_latent_dim(cfg), center=cfg.center,
                         scaling=cfg.scaling, num_patches=cfg.num_patches, seed=cfg.seed)
@@ -56,6 +60,23 @@ def build_tokenizer(cfg) -> Tokenizer:
                        mid_attention=spec.get("mid_attention", True), pretrained_path=spec.get("pretrained_path"),
                        **common)
     raise ValueError(f"unknown tokenizer '{cfg.name}'; allowed: {', '.join(TOKENIZERS)}")
+
+
+def build_plugin_tokenizer(cfg) -> Tokenizer:
+    """A user's tokenizer: ldae passes patch_size, latent_dim (the effective d) and seed where it takes them;
+    one that is not an ldae Tokenizer is wrapped (PluginTokenizer). Its target and own arguments key it."""
+    from ldae import plugins
+    from ldae.tokenizers.plugin import PluginTokenizer
+
+    ldae_args = {"patch_size": int(cfg.patch_size), "seed": cfg.get("seed")}
+    if cfg.get("latent_dim") is not None:
+        ldae_args["latent_dim"] = resolve_latent_dim(cfg)
+    obj = plugins.instantiate(cfg, "tokenizer", ldae_args)
+    ident = plugins.identity(cfg, "tokenizer")
+    if isinstance(obj, Tokenizer):
+        obj.name, obj.plugin = str(cfg.name), ident
+        return obj
+    return PluginTokenizer(obj, str(cfg.name), int(cfg.patch_size), ident)
 
 
 def _train_cfg(spec: dict) -> dict:
@@ -86,7 +107,11 @@ def _wait_for(path: Path, timeout_s: float, poll_s: float = 2.0) -> float:
 
 def artifact_key(tokenizer: Tokenizer, data_fingerprint: dict) -> str:
     """A fitted tokenizer is keyed by its own config and by the data it was fitted on."""
-    blob = json.dumps({"tokenizer": tokenizer.fingerprint(), "data": data_fingerprint}, sort_keys=True)
+    fp = tokenizer.fingerprint()
+    plugin = getattr(tokenizer, "plugin", None)  # a user's tokenizer: its target and arguments (ldae.plugins)
+    if plugin is not None:
+        fp = {**fp, "plugin": plugin}
+    blob = json.dumps({"tokenizer": fp, "data": data_fingerprint}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,112 @@
+"""Users' own parts: a `tokenizer`, `data` or `schedule` node with a `_target_` is built by Hydra's
+`instantiate` from the user's own module, through the same interface checks as ldae's built-in parts.
+
+The node's keys split in two. ldae's own keys (`name`, the keys a scale or an experiment sets, such as
+`tokenizer.patch_size` or `data.batch_size`) drive the framework; each is passed to the constructor only when
+its signature names it (or takes **kwargs), so a scale can set `tokenizer.num_patches` under any plug-in.
+Every other key is the plug-in's own argument and goes to the constructor as given (an unknown one is the
+constructor's TypeError, one line). The target and those own arguments are the plug-in's identity: they enter
+the tokenizer artifact key and the data fingerprint; the resume fingerprint hashes the whole config anyway.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from ldae.config import ConfigError
+
+# ldae's keys of each group (conf/<group>/*.yaml); the rest of a plug-in node is its own arguments.
+OWN_KEYS = {
+    "tokenizer": ("name", "patch_size", "latent_dim", "latent_units", "num_patches", "fit_images", "seed", "cache",
+                  "latent_cache", "center", "scaling"),
+    "data": ("name", "root", "image_size", "num_classes", "labels", "num_train", "num_val", "seed", "difficulty",
+             "batch_size", "device_batch_size", "num_workers", "crop", "hflip", "download"),
+    "schedule": ("name", "num_steps"),
+}
+# What a plug-in's object must have (checked on the built object), and the part of it a class must define
+# (checked before any work; latent_dim, gamma and sigma are often set in __init__).
+REQUIRED = {"tokenizer": ("encode", "decode", "latent_dim"), "data": ("__getitem__", "__len__"),
+            "schedule": ("gamma", "sigma")}
+ON_CLASS = {"tokenizer": ("encode", "decode"), "data": ("__getitem__", "__len__"), "schedule": ()}
+WHAT = {"tokenizer": "a tokenizer", "data": "a dataset", "schedule": "a noise schedule"}
+HINT = {"tokenizer": "encode(x) -> z, decode(z) -> x and latent_dim (the per-token d)",
+        "data": "__len__ and __getitem__(i) -> (image, label), built with split=train|val",
+        "schedule": "gamma and sigma, (num_steps + 1,) tensors of z_t = gamma_t z_0 + sigma_t eps"}
+
+
+def is_plugin(node) -> bool:
+    return node is not None and hasattr(node, "get") and node.get("_target_") is not None
+
+
+def _plain(node) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+
+
+def identity(node, group: str) -> dict:
+    """The plug-in's target and its own arguments (what its artifacts and caches are keyed by)."""
+    spec = _plain(node)
+    return {"target": spec["_target_"], "args": {k: v for k, v in spec.items()
+                                                 if k != "_target_" and k not in OWN_KEYS[group]}}
+
+
+def locate(node, group: str):
+    """The plug-in's class or factory, or one ConfigError line naming the target."""
+    from hydra.utils import get_object
+
+    target = node.get("_target_")
+    try:
+        return get_object(str(target))
+    except Exception as e:  # ImportError, AttributeError, a syntax error in the user's module
+        cause = e.__cause__ or e
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ConfigError(f"{group}._target_={target} cannot be imported ({first[:160]}); allowed: a dotted path "
+                          f"module.Name importable from sys.path") from None
+
+
+def check_class(node, group: str) -> None:
+    """Before any work: the target imports and a class target has the methods of the interface."""
+    obj = locate(node, group)
+    if inspect.isclass(obj):
+        missing = [m for m in ON_CLASS[group] if not hasattr(obj, m)]
+        if missing:
+            raise ConfigError(f"{group}._target_={node.get('_target_')} is not {WHAT[group]}: it lacks "
+                              f"{', '.join(missing)}; a {group} plug-in needs {HINT[group]}")
+    if group == "data" and "split" not in _parameters(obj) and not _takes_kwargs(obj):
+        raise ConfigError(f"data._target_={node.get('_target_')} takes no 'split' argument; a data plug-in is "
+                          f"built once per split with split=train|val")
+
+
+def _parameters(fn) -> dict:
+    try:
+        return dict(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return {}
+
+
+def _takes_kwargs(fn) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in _parameters(fn).values())
+
+
+def instantiate(node, group: str, ldae_args: dict):
+    """Build the plug-in: its own arguments as given, those of `ldae_args` its signature takes; then check it
+    has the interface. Errors are one ConfigError line."""
+    from hydra.utils import instantiate as hydra_instantiate
+
+    fn = locate(node, group)
+    params, kw = _parameters(fn), _takes_kwargs(fn)
+    spec = identity(node, group)
+    args = {**{k: v for k, v in ldae_args.items() if kw or k in params}, **spec["args"]}
+    try:
+        obj = hydra_instantiate({"_target_": spec["target"], **args}, _convert_="all")
+    except Exception as e:  # Hydra wraps the constructor's own error: show its first line
+        cause = e.__cause__ or e
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ConfigError(f"{group}._target_={spec['target']} failed to build ({type(cause).__name__}: "
+                          f"{first[:160]})") from None
+    missing = [m for m in REQUIRED[group] if not hasattr(obj, m)]
+    if missing:
+        raise ConfigError(f"{group}._target_={spec['target']} is not {WHAT[group]}: it lacks {', '.join(missing)}; "
+                          f"a {group} plug-in needs {HINT[group]}")
+    return obj
