@@ -91,10 +91,13 @@ class EncoderFeatures(nn.Module):
         return self.objective.network_input(self.schedule.corrupt(z0, eps, t), self.tokenizer)
 
     @torch.no_grad()
+    def timesteps(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) the backbone's conditioning step: probe.t plus the checkpoint's t_offset."""
+        return torch.full((x.shape[0],), self.t + self.t_offset, device=x.device, dtype=torch.long)
+
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         self.backbone.eval()
-        t = torch.full((x.shape[0],), self.t + self.t_offset, device=x.device, dtype=torch.long)
-        return self.backbone.forward_features(self.network_input(x, index), t, None, self.block)  # (B, D)
+        return self.backbone.forward_features(self.network_input(x, index), self.timesteps(x), None, self.block)
 
 
 class GridFeatures(nn.Module):
@@ -117,8 +120,8 @@ class GridFeatures(nn.Module):
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         enc = self.encoder
         enc.backbone.eval()
-        t = torch.full((x.shape[0],), enc.t, device=x.device, dtype=torch.long)
-        return enc.backbone.block_features(enc.network_input(x, index), t, None, self.blocks).flatten(1)  # (B, K*D)
+        return enc.backbone.block_features(enc.network_input(x, index), enc.timesteps(x), None,
+                                           self.blocks).flatten(1)  # (B, K*D)
 
 
 class PixelFeatures(nn.Module):
