@@ -27,7 +27,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli  # noqa: E402
-from ldae.report.compose import budget_overrides, compose_train, flatten  # noqa: E402,F401
+from ldae.report.compose import budget_note, budget_overrides, compose_train, flatten  # noqa: E402,F401
 from ldae.report.compose import user_overrides as _user_overrides  # noqa: E402
 from ldae.paper import STEPS  # noqa: E402 - (config name, change, short label, paper top-1, paper FID)
 from ldae.utils.io import atomic_write_json  # noqa: E402
@@ -142,6 +142,8 @@ def render_markdown(rows: list[dict], meta: dict) -> str:
         lines.append(f"| — | chance (100 / classes) | {meta['chance']:.2f} | — | — | — | — | — | — | |")
     lines += ["", f"Budget per row: `{' '.join(meta.get('budget', [])) or 'the scale’s own'}`; command line: "
               f"`{' '.join(meta.get('overrides', []))}`. Total wall time {meta.get('wall_s', 0):.0f} s.", ""]
+    if meta.get("budget_note"):
+        lines += [f"About this budget: {meta['budget_note']}", ""]
     return "\n".join(lines)
 
 
@@ -217,7 +219,7 @@ def run_trajectory(cfg: DictConfig, out: str | Path, task_overrides: list[str]) 
     budget, extra = budget_overrides(cfg), user_overrides(task_overrides)
     seeds = [int(cfg.seed) + k for k in range(nseeds)]
     meta = {"scale": cfg.scale_name, "data": cfg.data.name, "seeds": seeds, "steps": steps, "budget": budget,
-            "chance": 100.0 / int(cfg.data.num_classes),
+            "chance": 100.0 / int(cfg.data.num_classes), "budget_note": budget_note(cfg),
             "overrides": extra, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": 0.0}
     runs: dict[str, list[dict]] = {}
     t0, total, k = time.time(), len(steps) * nseeds, 0

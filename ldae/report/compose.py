@@ -31,10 +31,17 @@ def flatten(node, prefix: str = "") -> list[str]:
 
 
 def budget_overrides(cfg: DictConfig) -> list[str]:
-    """The per-run budget keys of a root config's `budget.<scale>` node, as override strings."""
-    b = cfg.get("budget") or {}
-    node = b.get(cfg.scale_name)
-    return flatten(OmegaConf.to_container(node, resolve=True)) if node else []
+    """The per-run budget keys of a root config's `budget.<scale>` node, as override strings (its `note`, a
+    sentence for the report, is not a key)."""
+    node = (cfg.get("budget") or {}).get(cfg.scale_name)
+    if not node:
+        return []
+    return flatten({k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "note"})
+
+
+def budget_note(cfg: DictConfig) -> str | None:
+    node = (cfg.get("budget") or {}).get(cfg.scale_name)
+    return node.get("note") if node else None
 
 
 def user_overrides(task_overrides: list[str], own_keys: tuple[str, ...], app: str) -> list[str]:
