@@ -30,7 +30,7 @@ from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli  # noqa: E402
 from ldae.report.compose import budget_overrides, compose_train, flatten  # noqa: E402,F401
 from ldae.report.compose import user_overrides as _user_overrides  # noqa: E402
 from ldae.paper import STEPS  # noqa: E402 - (config name, change, short label, paper top-1, paper FID)
-from ldae.utils.io import atomic_write_json  # noqa: E402
+from ldae.utils.io import DiskFullError, atomic_write_json  # noqa: E402
 
 log = logging.getLogger("ldae.trajectory")
 
@@ -306,7 +306,7 @@ def run_trajectory(cfg: DictConfig, out: str | Path, task_overrides: list[str]) 
                     if key in res:
                         rec[key] = res[key]
                 msg = f"top-1 {res['probe_top1']:.2f}%" + (" (finished earlier: its results.json reused)" if reused else "")
-            except RunInterrupted:  # SIGTERM/SIGINT stop the whole trajectory; a rerun resumes at this row
+            except (RunInterrupted, DiskFullError):  # stop the whole trajectory; a rerun resumes at this row
                 save()
                 raise
             except Exception as e:  # one broken row must not cost the others: recorded, and the exit code says so
@@ -364,6 +364,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         doc = run_trajectory(cfg, out, list(hc.overrides.task))
     except ConfigError as e:
+        fail("trajectory", str(e))
+    except DiskFullError as e:  # one line; the finished rows and the running row's last checkpoint are kept
         fail("trajectory", str(e))
     except RunInterrupted as e:
         print(f"trajectory: {e}; the same command with hydra.run.dir={out} reuses the finished rows",
