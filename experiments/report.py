@@ -58,16 +58,32 @@ def loss_curve(run_dir: Path) -> list[tuple[int, float]]:
     return out
 
 
+def _malformed(res) -> str | None:
+    """Why a parsed results.json cannot be a row (None: it can). A run without probe_top1 is unfinished, not
+    malformed: it is left out silently."""
+    if not isinstance(res, dict):
+        return f"a JSON {type(res).__name__ if res is not None else 'null'}, not a results object"
+    top1 = res.get("probe_top1", 0.0)
+    if top1 is not None and _num(top1) is None:
+        return f"probe_top1={top1!r} is not a finite number"
+    return None
+
+
 def local_records(folders: list[str | Path]) -> list[dict]:
+    """Every usable results.json below `folders`; a corrupt or malformed one is skipped with one line."""
     recs = []
     for folder in folders:
         for path in sorted(Path(folder).rglob("results.json")):
             try:
                 res = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
                 print(f"report: skipping {path} ({e})", file=sys.stderr)
                 continue
-            if "probe_top1" in res:
+            why = _malformed(res)
+            if why is not None:
+                print(f"report: skipping {path} ({why})", file=sys.stderr)
+                continue
+            if res.get("probe_top1") is not None:
                 recs.append(record_from_results(res, loss_curve(path.parent), str(path.parent)))
     return recs
 
@@ -323,6 +339,12 @@ def main(argv: list[str] | None = None, api=None) -> dict:
     args = ap.parse_args(argv)
     if bool(args.folders) == bool(args.wandb):
         ap.error("give run folders or --wandb ENTITY/PROJECT (one of the two)")
+    from ldae.config import fail
+
+    for folder in args.folders:
+        if not Path(folder).is_dir():
+            fail("report", f"folder {folder} does not exist or is not a folder; allowed: run folders or sweep "
+                           f"folders with results.json files below them")
     if args.wandb:
         records, sources = wandb_records(args.wandb, api=api, group=args.group), f"wandb project {args.wandb}"
         out = Path(args.out or f"report-{args.wandb.replace('/', '-')}")
@@ -331,8 +353,8 @@ def main(argv: list[str] | None = None, api=None) -> dict:
         out = Path(args.out or args.folders[0])
     records = select(records, args.group, args.tag)
     if not records:
-        ap.error(f"no finished runs (results with probe_top1) in {sources}"
-                 + (f" with group={args.group}" if args.group else "") + (f" tags={args.tag}" if args.tag else ""))
+        fail("report", f"no finished runs (results with probe_top1) in {sources}"
+             + (f" with group={args.group}" if args.group else "") + (f" tags={args.tag}" if args.tag else ""))
     paths = write_report(records, out, sources)
     print(f"[report] {len(records)} runs -> {paths['md']}, {paths['csv'].name}, {paths['png'].name}")
     return paths

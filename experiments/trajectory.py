@@ -30,7 +30,7 @@ from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli  # noqa: E402
 from ldae.report.compose import budget_note, budget_overrides, compose_train, flatten  # noqa: E402,F401
 from ldae.report.compose import user_overrides as _user_overrides  # noqa: E402
 from ldae.paper import STEPS  # noqa: E402 - (config name, change, short label, paper top-1, paper FID)
-from ldae.utils.io import atomic_write_json  # noqa: E402
+from ldae.utils.io import DiskFullError, atomic_write_json  # noqa: E402
 
 log = logging.getLogger("ldae.trajectory")
 
@@ -198,26 +198,83 @@ def user_overrides(task_overrides: list[str]) -> list[str]:
     return _user_overrides(task_overrides, OWN_KEYS, "experiments/trajectory.py")
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def selected_steps(cfg: DictConfig) -> list[int]:
-    steps = list(range(len(STEPS))) if cfg.steps is None else [int(s) for s in cfg.steps]
+    raw = cfg.steps
+    if raw is None:
+        return list(range(len(STEPS)))
+    steps = [raw] if _is_int(raw) else list(raw) if OmegaConf.is_list(raw) else None
+    if steps is None or not all(_is_int(s) for s in steps):
+        raise ConfigError(f"steps={raw} is not a list of row numbers; allowed: null (all rows) or a list such as "
+                          f"'steps=[0,5,12]' of 0..{len(STEPS) - 1}")
     bad = [s for s in steps if not 0 <= s < len(STEPS)]
     if bad:
         raise ConfigError(f"steps={steps}: unknown rows {bad}; allowed: 0..{len(STEPS) - 1}")
     return sorted(set(steps))
 
 
+def check_own_keys(cfg: DictConfig) -> None:
+    """The keys trajectory.yaml adds to train.yaml; the CLI's precheck runs it before Hydra starts."""
+    selected_steps(cfg)
+    if not (_is_int(cfg.seed) and cfg.seed >= 0):  # the rows' seeds are seed, seed+1, ...
+        raise ConfigError(f"seed={cfg.seed} must be an integer >= 0")
+    n = cfg.seeds
+    if not (_is_int(n) and n >= 1):
+        raise ConfigError(f"seeds={n} must be an integer >= 1 (the number of seeds per row: seed, seed+1, ...)")
+    if not isinstance(cfg.baselines_once, bool):
+        raise ConfigError(f"baselines_once={cfg.baselines_once} must be true or false")
+
+
+def compose_rows(names: list[str], seeds: list[int], overrides: list[str]) -> dict[tuple[str, int], DictConfig]:
+    """Every row's composed config, each validated, before the first row runs: a bad value is one line now,
+    not one traceback per row after the earlier rows' hours."""
+    from ldae.config import validate
+
+    rows = {}
+    for name in names:
+        for seed in seeds:
+            try:
+                rcfg = compose_row([f"experiment=trajectory/{name}", *overrides, f"seed={seed}"])
+                validate(rcfg)
+            except ConfigError as e:
+                raise ConfigError(f"row {name} (seed {seed}): {e}") from None
+            rows[name, seed] = rcfg
+    return rows
+
+
+def finished_row(row_out: Path, rcfg: DictConfig) -> dict | None:
+    """The results.json of a row that an earlier, killed run of the same command finished, or None. Only a run of
+    this very config counts (the fingerprint ignores output folders), so a changed budget recomputes the row."""
+    import json
+
+    from ldae.resume import fingerprint
+
+    path = row_out / "results.json"
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(res, dict) or not isinstance(res.get("probe_top1"), (int, float)):
+        return None
+    return res if res.get("config_fingerprint") == fingerprint(rcfg) else None
+
+
 def run_trajectory(cfg: DictConfig, out: str | Path, task_overrides: list[str]) -> dict:
-    """Run the selected rows x seeds into `out`; write trajectory.json after every run, then .md and .png."""
-    from ldae.train import run
+    """Run the selected rows x seeds into `out`; write trajectory.json after every run, then .md and .png.
+    Rerun into the same `out`, it reuses the rows an earlier (killed) run finished."""
+    from ldae.train import RunInterrupted, run
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_own_keys(cfg)
     steps = selected_steps(cfg)
     nseeds = int(cfg.seeds)
-    if nseeds < 1:
-        raise ConfigError(f"seeds={nseeds} must be an integer >= 1")
     budget, extra = budget_overrides(cfg), user_overrides(task_overrides)
     seeds = [int(cfg.seed) + k for k in range(nseeds)]
+    row_cfgs = compose_rows([STEPS[i][0] for i in steps], seeds, [*budget, *extra])
+    out.mkdir(parents=True, exist_ok=True)
     meta = {"scale": cfg.scale_name, "data": cfg.data.name, "seeds": seeds, "steps": steps, "budget": budget,
             "chance": 100.0 / int(cfg.data.num_classes), "budget_note": budget_note(cfg),
             "overrides": extra, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": 0.0}
@@ -238,16 +295,22 @@ def run_trajectory(cfg: DictConfig, out: str | Path, task_overrides: list[str]) 
             row_out = out / name / f"seed{seed}"
             rec = {"seed": seed, "dir": str(row_out)}
             t1 = time.time()
+            rcfg = row_cfgs[name, seed]
+            res = finished_row(row_out, rcfg)
             try:
-                rcfg = compose_row([f"experiment=trajectory/{name}", *budget, *extra, f"seed={seed}"])
-                res = run(rcfg, row_out)
+                reused = res is not None  # a killed trajectory restarts at its first unfinished row
+                if not reused:
+                    res = run(rcfg, row_out)
                 rec.update({key: res[key] for key in ("probe_top1", "pretrain_loss", "wall_s", "tokenizer_psnr",
                                                       "latent_dim", "latent_dim_paper", "steps") if key in res})
                 rec["class_cond"] = bool(rcfg.model.class_cond)
                 for key in ("gen_fid", "notes"):
                     if key in res:
                         rec[key] = res[key]
-                msg = f"top-1 {res['probe_top1']:.2f}%"
+                msg = f"top-1 {res['probe_top1']:.2f}%" + (" (finished earlier: its results.json reused)" if reused else "")
+            except (RunInterrupted, DiskFullError):  # stop the whole trajectory; a rerun resumes at this row
+                save()
+                raise
             except Exception as e:  # one broken row must not cost the others: recorded, and the exit code says so
                 log.exception("row %s seed %d failed", name, seed)
                 rec.update(error=f"{type(e).__name__}: {e}".splitlines()[0], wall_s=time.time() - t1)
@@ -298,16 +361,24 @@ def _hydra_main(cfg: DictConfig) -> None:
 
     hc = HydraConfig.get()
     out = cfg.output_dir or hc.runtime.output_dir
+    from ldae.train import RunInterrupted
+
     try:
         doc = run_trajectory(cfg, out, list(hc.overrides.task))
     except ConfigError as e:
         fail("trajectory", str(e))
+    except DiskFullError as e:  # one line; the finished rows and the running row's last checkpoint are kept
+        fail("trajectory", str(e))
+    except RunInterrupted as e:
+        print(f"trajectory: {e}; the same command with hydra.run.dir={out} reuses the finished rows",
+              file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
     if any("error" in r for rs in doc["runs"].values() for r in rs):
         sys.exit(1)
 
 
 def cli() -> None:
-    precheck_cli("trajectory", sys.argv[1:], config_name="trajectory")
+    precheck_cli("trajectory", sys.argv[1:], config_name="trajectory", check=check_own_keys)
     _hydra_main()
 
 

@@ -26,6 +26,12 @@ RESUME_MODES = ("auto", "never")
 NONFINITE_ACTIONS = ("stop", "skip")
 SAMPLERS = ("ddpm", "ddim")
 GUIDANCE_CHANNELS = ("all", "dit")  # gen.guidance_channels (ldae/diffusion/sampling.py)
+# trainer.precision: Lightning's accepted spellings (lightning_fabric.connector's _PRECISION_INPUT; a test keeps
+# this copy equal to it), so a typo fails here and not after the tokenizer fit.
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+              "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # imagefolder
+SHAPES_MAX_CLASSES = 12  # len(ldae.data.shapes.SHAPE_CLASSES), here without importing the data package (torch)
 
 
 def fashion_mnist_files(root: Path, split: str) -> tuple[Path, Path] | None:

@@ -159,6 +159,7 @@ def validate(cfg: DictConfig) -> None:
     from ldae.models.registry import lookup
 
     require_complete(cfg)
+    _validate_basics(cfg)
     d, tok = cfg.data, cfg.tokenizer
     # A node with `_target_` is a user's part (ldae/plugins.py): no name registry, the interface check instead.
     _check_part(d, "data", DATASETS)
@@ -247,6 +248,14 @@ def validate(cfg: DictConfig) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     m = cfg.model
+    for key in ("depth", "hidden_size", "num_heads"):
+        v = m.get(key)
+        _require(v is None or (_is_int(v) and v >= 1), f"model.{key}={v} must be null (the registry's) or an integer >= 1")
+    depth = m.depth if m.depth is not None else spec.depth
+    ed = m.encoder_depth
+    _require(ed is None or (_is_int(ed) and 1 <= ed <= depth),
+             f"model.encoder_depth={ed} is out of range; allowed: null (the registry's split) or 1..{depth} "
+             f"(the depth of model.name={m.name})")
     explicit = m.get("patch_size") if m.get("patch_size") is not None else spec.patch_size
     if tok.name == "vqgan" and explicit is not None:
         _require(explicit == tok.dit_patch, f"model patch {explicit} (model.name={m.name}) does not match "
@@ -290,6 +299,7 @@ def _check_data_files(d: DictConfig, key: str) -> None:
         for split in ("train", "val"):
             _require(os.path.isdir(os.path.join(d.root, split)),
                      f"{key}.root={d.root} has no '{split}' folder; expected ROOT/{split}/CLASS/*.JPEG")
+            check_image_folder(d, split, key=key)
     elif d.name == "fashion_mnist" and not d.download:
         _require(fashion_mnist_files(Path(d.root), "train") is not None,
                  f"{key}.root={d.root} holds no Fashion-MNIST IDX files; install Debian's dataset-fashion-mnist "
@@ -314,6 +324,106 @@ def _check_part(node, group: str, builtin: tuple[str, ...]) -> None:
     from ldae import plugins
 
     plugins.check_class(node, group)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_bool(v) -> bool:
+    return isinstance(v, bool)
+
+
+# Switches read as `if cfg.KEY`: any non-empty string would pass as true (data.hflip=maybe), so each must be a bool.
+BOOL_KEYS = ("data.hflip", "data.labels", "data.download", "model.class_cond", "model.learn_sigma",
+             "model.adaln_zero", "baselines", "online_probe.enabled", "tokenizer.latent_cache",
+             "trainer.enable_progress_bar", "trainer.enable_model_summary", "gen.enabled")
+
+
+def _devices_ok(v) -> bool:
+    if _is_int(v):
+        return v >= 1 or v == -1
+    if isinstance(v, (list, tuple)) or OmegaConf.is_list(v):
+        return len(v) > 0 and all(_is_int(x) and x >= 0 for x in v)
+    if isinstance(v, str):
+        parts = [x.strip() for x in v.split(",") if x.strip()]
+        return v.strip() in ("auto", "-1") or (bool(parts) and all(x.isdigit() for x in parts))
+    return False
+
+
+def _validate_basics(cfg: DictConfig) -> None:
+    """Keys every run reads, before anything derives from them: the seed, switches, workers, the trainer's devices,
+    nodes and precision (Lightning would reject a bad one only after the tokenizer fit)."""
+    from ldae.choices import PRECISIONS
+
+    _require(_is_int(cfg.seed) and cfg.seed >= 0, f"seed={cfg.seed} must be an integer >= 0")
+    for key in BOOL_KEYS:
+        v = OmegaConf.select(cfg, key, default=None)
+        _require(v is None or _is_bool(v), f"{key}={v} must be true or false")
+    d = cfg.data
+    nw = d.num_workers
+    _require(_is_int(nw) and nw >= 0, f"data.num_workers={nw} must be an integer >= 0 (0: load in the main process)")
+    nc = d.num_classes
+    _require(_is_int(nc) and nc >= 2, f"data.num_classes={nc} must be an integer >= 2")
+    if d.name == "shapes":
+        from ldae.choices import SHAPES_MAX_CLASSES
+
+        _require(nc <= SHAPES_MAX_CLASSES, f"data.num_classes={nc} is out of range for data=shapes; allowed: "
+                                           f"2..{SHAPES_MAX_CLASSES} (the shapes it draws)")
+    dbs = d.get("device_batch_size")
+    _require(dbs is None or (_is_int(dbs) and dbs >= 1), f"data.device_batch_size={dbs} must be null or an integer >= 1")
+    t = cfg.trainer
+    _require(_devices_ok(t.get("devices", 1)), f"trainer.devices={t.get('devices')} is not a device count; allowed: "
+             f"an integer >= 1, -1 or auto (every visible device), a list of indices [0,1], or '0,1'")
+    nn = t.get("num_nodes", 1)
+    _require(_is_int(nn) and nn >= 1, f"trainer.num_nodes={nn} must be an integer >= 1")
+    prec = t.get("precision", "32-true")
+    _require(prec in PRECISIONS, f"unknown trainer.precision '{prec}'; allowed: "
+             f"{', '.join(str(p) for p in PRECISIONS if isinstance(p, str))}")
+
+
+def _sample_files(folder: Path, k: int, seed: int = 0) -> list[Path]:
+    """Up to k image files of `folder`, one from each of k seeded-random class folders (or the tree's first k when
+    it has no subfolders): a readability test that does not list a million files twice."""
+    import random
+
+    from ldae.choices import IMAGE_EXTENSIONS
+
+    subs = sorted(p for p in folder.iterdir() if p.is_dir())
+    pools = random.Random(seed).sample(subs, min(k, len(subs))) if subs else [folder]
+    out: list[Path] = []
+    for sub in pools:
+        files = [p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+        if files:
+            out += random.Random(seed).sample(files, min(len(files), max(1, k // len(pools))))
+    return out[:k]
+
+
+def check_image_folder(d: DictConfig, split: str, sample: int = 8, key: str = "data") -> None:
+    """An image folder's split before any work: its class folders match data.num_classes (the probe head's width),
+    and a seeded sample of its files decodes (a folder of unreadable files would fail inside a loader worker)."""
+    folder = Path(d.root) / split
+    if d.get("labels", True):
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        _require(len(classes) == d.num_classes,
+                 f"{key}.num_classes={d.num_classes} but {folder} holds {len(classes)} class folder(s); allowed: "
+                 f"{key}.num_classes={len(classes)}" if classes else
+                 f"no class folders in {folder}: expected {folder}/CLASS/*.JPEG (or {key}.labels=false for a folder "
+                 f"of unlabelled images)")
+    files = _sample_files(folder, sample)
+    _require(bool(files), f"no images in {folder} (the {split} split is empty)")
+    from PIL import Image
+
+    errors = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.convert("RGB")
+            return  # one readable file is enough here: the loader skips (and counts) the unreadable rest
+        except Exception as e:  # noqa: BLE001 - PIL raises many kinds; any of them means unreadable
+            errors.append(f"{f.name}: {type(e).__name__}")
+    raise ConfigError(f"data.root={d.root}: none of {len(files)} sampled image(s) in {folder} can be decoded "
+                      f"(e.g. {errors[0]}); allowed: readable image files")
 
 
 def world_size_of(tcfg) -> int:
@@ -436,14 +546,26 @@ def _validate_tokenizer(tok: DictConfig) -> None:
         _require(os.path.isfile(lin), f"tokenizer.perceptual.linear_path={per.linear_path} does not exist")
 
 
+def unwrap_worker_error(message: str) -> str:
+    """A DataLoader worker's exception comes back as 'Caught X in DataLoader worker process N.' plus the worker's
+    traceback in its message; the user's line is the original message, the traceback's last line."""
+    if "Original Traceback" not in message:
+        return message
+    last = [ln for ln in message.strip().splitlines() if ln.strip()][-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and " " not in head else last  # drop the 'module.ClassName: ' prefix
+
+
 def fail(prog: str, message: str, code: int = 2) -> None:
     """Print `prog: error: message` (no traceback) and exit with `code`."""
+    message = unwrap_worker_error(message)
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
-def precheck_cli(prog: str, argv: list[str], config_name: str = "train") -> None:
+def precheck_cli(prog: str, argv: list[str], config_name: str = "train", check=None) -> None:
     """Validate a command line before Hydra starts: unknown group options, misspelt keys, bad values.
+    `check(cfg)`: the app's own checks of its composed root config (raising ConfigError).
 
     Multirun sweeps are checked option by option here and value by value inside each job.
     """
@@ -468,5 +590,7 @@ def precheck_cli(prog: str, argv: list[str], config_name: str = "train") -> None
             validate(cfg)
         else:
             require_complete(cfg)
+        if check is not None:
+            check(cfg)
     except ConfigError as e:
         fail(prog, str(e))

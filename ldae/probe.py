@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ldae.config import CONF_DIR, ConfigError, fail, validate
-from ldae.utils.io import atomic_write_json
+from ldae.utils.io import DiskFullError, atomic_write_json
 
 
 def load_checkpoint_config(ckpt_path: str) -> tuple[dict, dict]:
@@ -188,7 +188,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
         res = evaluate(cfg, cfg.output_dir or hc.runtime.output_dir, overrides, whole)
         return res[TOP1_KEY[res["protocol"]]]
-    except ConfigError as e:
+    except (ConfigError, DiskFullError) as e:
         fail("ldae-probe", str(e))
 
 

@@ -158,21 +158,28 @@ def tokenizer_notes(tok) -> list[str]:
     return [RANDOM_BACKBONE_NOTE] if tok.describe().get("perceptual_random_backbone") else []
 
 
+def one_line_errors() -> tuple[type[BaseException], ...]:
+    """What ends a run with one line and exit 2 instead of a traceback: bad values, bad data, a diverged loss,
+    a full disk (the previous checkpoint intact)."""
+    from ldae.data.datasets import DataError
+    from ldae.lit.pretrain import NonFiniteLossError
+    from ldae.utils.io import DiskFullError
+
+    return ConfigError, DataError, NonFiniteLossError, DiskFullError
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=None)
 def _hydra_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     # DDP ranks > 0 get rank 0's folder (ldae/distributed.py): one run folder per job.
     out = job_run_dir() or cfg.output_dir or HydraConfig.get().runtime.output_dir
-    from ldae.data.datasets import DataError
-    from ldae.lit.pretrain import NonFiniteLossError
-
     ok = False
     try:
         top1 = run(cfg, out)["probe_top1"]
         ok = True
         return top1
-    except (ConfigError, DataError, NonFiniteLossError) as e:
+    except one_line_errors() as e:
         fail("ldae-train", str(e))
     except RunInterrupted as e:
         print(f"ldae-train: {e}", file=sys.stderr, flush=True)

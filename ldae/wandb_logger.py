@@ -78,9 +78,25 @@ class SafeWandbLogger(WandbLogger):
         module's hparams would repeat every key under `config.` (csv/STAGE/hparams.yaml keeps it)."""
 
 
+# The first failure to start wandb in this process (None: none yet). An unreachable server costs its init
+# timeout (90 s) at every stage and every trajectory row; after one failure the rest of the run logs to CSV only.
+_FAILED: str | None = None
+
+
+def forget_wandb_failure() -> None:
+    """Try wandb again at the next stage (tests; a long-lived process that knows the server is back)."""
+    global _FAILED
+    _FAILED = None
+
+
 def make_wandb_logger(cfg, out: Path, stage: str):
-    """A Lightning WandbLogger for one stage of a run (job_type = the stage), or None if wandb fails."""
+    """A Lightning WandbLogger for one stage of a run (job_type = the stage), or None if wandb fails, now or
+    earlier in this process."""
+    global _FAILED
     w = cfg.logger
+    if _FAILED is not None:
+        log.warning("wandb skipped for stage %s: it failed earlier in this run (%s); CSV logs only", stage, _FAILED)
+        return None
     try:
         from omegaconf import OmegaConf
 
@@ -111,7 +127,9 @@ def make_wandb_logger(cfg, out: Path, stage: str):
         _ = logger.experiment  # start now, so a failure is caught here and not mid-training
         return logger
     except Exception as e:  # noqa: BLE001 - wandb must never stop a run
-        log.warning("wandb disabled for this run (%s: %s); CSV logs continue", type(e).__name__, e)
+        _FAILED = f"{type(e).__name__}: {e}".splitlines()[0]
+        log.warning("wandb disabled for this run (%s); CSV logs continue, and later stages do not try again",
+                    _FAILED)
         return None
 
 

@@ -36,3 +36,13 @@ def run_cli(prog: str, *args: str, timeout: float = 120, cwd=None, env: dict | N
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ldae." + prog.split("-", 1)[1]]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"} if env is None else env
     return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+@pytest.fixture(autouse=True)
+def _wandb_failure_is_per_test():
+    """ldae.wandb_logger remembers a failed wandb start for the rest of the process; a test's failure must not
+    disable wandb in the next test."""
+    yield
+    mod = sys.modules.get("ldae.wandb_logger")
+    if mod is not None:
+        mod.forget_wandb_failure()

@@ -15,6 +15,7 @@ def test_every_scale_experiment_pair_composes(compose, scale, experiment):
     overrides = [f"experiment={experiment}", f"scale={scale}"]
     if scale in ("paper", "mid"):
         overrides.append("data=shapes")  # their imagefolder needs a root that tests do not have
+        overrides.append("data.num_classes=10")  # ...and shapes draws at most 12 classes (mid sets 100)
         overrides.append("tokenizer_scale.random_backbone=true")  # trajectory rows 00/01: no LPIPS/SD-VAE weights here
     cfg = compose(*overrides)
     validate(cfg)

@@ -417,3 +417,110 @@ def test_the_heartbeat_refreshes_the_owners_entry_until_stopped(tmp_path, compos
     assert t1 > t0
     time.sleep(0.3)
     assert registry_entry(cfg)["heartbeat"] == pytest.approx(t1, abs=0.06)  # stopped (one last beat at most)
+
+
+class _FullDisk:
+    """os.fdopen for files whose temporary name contains `match`: the `nth` such file and later ones take
+    `budget` bytes, then every write raises ENOSPC, as a full device does (the other files open as usual)."""
+
+    def __init__(self, monkeypatch, match: str, nth: int = 1, budget: int = 1000):
+        import ldae.utils.io as io_mod
+
+        self.match, self.nth, self.budget, self.seen = match, nth, budget, 0
+        real = io_mod.os.fdopen
+
+        def fdopen(fd, *a, **k):
+            f = real(fd, *a, **k)
+            if self.match not in os.readlink(f"/proc/self/fd/{fd}"):
+                return f
+            self.seen += 1
+            return self._full(f) if self.seen >= self.nth else f
+
+        monkeypatch.setattr(io_mod.os, "fdopen", fdopen)
+
+    def _full(self, f):
+        import errno
+
+        budget = self.budget
+
+        class Full:
+            left = budget
+
+            def write(self, b):
+                if len(b) > self.left:
+                    f.write(bytes(b)[: self.left])
+                    self.left = 0
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                self.left -= len(b)
+                return f.write(b)
+
+            def __getattr__(self, name):
+                return getattr(f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                f.close()
+
+        return Full()
+
+
+def test_a_full_disk_is_one_clear_error_and_the_previous_checkpoint_stays(tmp_path, monkeypatch):
+    import errno
+
+    from ldae.utils.io import DiskFullError
+
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(100)}, "global_step": 1}, path)
+    before = path.read_bytes()
+    _FullDisk(monkeypatch, ".last.ckpt.", budget=300)
+    with pytest.raises(DiskFullError) as e:  # torch alone says "RuntimeError: [enforce fail ...] unexpected pos"
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(10000)}, "global_step": 2}, path)
+    assert e.value.errno == errno.ENOSPC and "\n" not in str(e.value) and "Errno" not in str(e.value)
+    assert str(e.value).startswith(f"no space left on the device of {tmp_path} while writing last.ckpt (")
+    assert "the previous last.ckpt, if any, is intact" in str(e.value)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    assert torch.load(path, weights_only=True)["global_step"] == 1
+
+    # A quota at the final fsync is the same error; any other OSError stays what it was.
+    def fsync(fd, err=errno.EDQUOT):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr("ldae.utils.io.os.fsync", fsync)
+    with pytest.raises(DiskFullError, match="while writing results.json"):
+        atomic_write_json(tmp_path / "results.json", {"probe_top1": 1.0})
+    monkeypatch.setattr("ldae.utils.io.os.fsync", lambda fd: fsync(fd, errno.EIO))
+    with pytest.raises(OSError) as e:
+        atomic_write_json(tmp_path / "results.json", {"probe_top1": 1.0})
+    assert type(e.value) is OSError and e.value.errno == errno.EIO
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_disk_that_fills_during_pretraining_ends_in_one_line_and_resumes(compose, tmp_path, monkeypatch, capsys):
+    """The third checkpoint save hits a full disk: ldae-train's one line (exit 2), last.ckpt is the save before it,
+    whole; with space again the same config resumes from last.ckpt and finishes."""
+    from ldae.config import fail
+    from ldae.train import one_line_errors, run
+    from ldae.utils.io import DiskFullError
+
+    cfg = compose("checkpoint.every_n_steps=1", "baselines=false", "probe.epochs=1",
+                  f"paths.cache_dir={tmp_path / 'cache'}")
+    with monkeypatch.context() as m:
+        _FullDisk(m, ".last.ckpt.", nth=3)
+        with pytest.raises(DiskFullError) as e:
+            run(cfg, tmp_path / "a")
+    assert isinstance(e.value, one_line_errors())
+    capsys.readouterr()  # the run's own progress output
+    with pytest.raises(SystemExit) as ex:
+        fail("ldae-train", str(e.value))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ex.value.code == 2 and len(err) == 1 and "while writing last.ckpt" in err[0], err
+    ckpts = tmp_path / "a" / "checkpoints"
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 2
+    # last.ckpt was linked to previous.ckpt just before the failed write: both are the whole step-2 file.
+    assert torch.load(ckpts / "previous.ckpt", weights_only=True)["global_step"] == 2
+    assert not list(ckpts.glob(".*.tmp"))
+    res = run(cfg, tmp_path / "b")
+    assert res["resumed_from"] == str(ckpts / "last.ckpt") and res["steps"] == 8 and res["pretrain_loss"] > 0

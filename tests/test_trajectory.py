@@ -158,9 +158,10 @@ def test_every_row_trains_at_smoke_in_one_process(traj, tmp_path):
     assert (tmp_path / "trajectory.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_two_rows_two_seeds(traj, tmp_path):
+def test_two_rows_two_seeds(traj, tmp_path, monkeypatch):
     """`steps=[11,12] seeds=2 scale=smoke`: the three files, mean ± std over seeds, a command-line key beats
-    the budget."""
+    the budget; the same command again into the same folder recomputes nothing (the real results.json's
+    fingerprint matches the rerun's composed row)."""
     from ldae.config import compose_config
 
     ov = ["scale=smoke", "steps=[11,12]", "seeds=2", "probe.epochs=2"]
@@ -181,8 +182,69 @@ def test_two_rows_two_seeds(traj, tmp_path):
     md = (tmp_path / "trajectory.md").read_text()
     assert "| — | baseline: raw pixels" in md and "| — | chance (100 / classes) | 10.00 |" in md
     assert (tmp_path / "12_predict_image" / "seed1" / "config.yaml").read_text().count("epochs: 2") >= 1
+    import ldae.train
+
+    monkeypatch.setattr(ldae.train, "run", lambda *a: pytest.fail("a finished row was recomputed"))
+    again = traj.run_trajectory(cfg, tmp_path, ov)
+    assert [r["top1"] for r in again["rows"]] == [r["top1"] for r in doc["rows"]]
     with pytest.raises(Exception, match="unknown rows"):
         traj.run_trajectory(compose_config(["scale=smoke", "steps=[13]"], "trajectory"), tmp_path, [])
+
+
+class _Killed(BaseException):
+    """What a SIGKILL amounts to for the runner: nothing after it runs (no except Exception catches it)."""
+
+
+def test_a_killed_trajectory_resumes_at_its_first_unfinished_row(traj, tmp_path, monkeypatch):
+    """Rows 10, 11, 12 x 2 seeds; the run dies in row 11 seed 1. The same command into the same folder reuses the
+    three finished runs' results.json and runs the other three; a changed budget recomputes (its fingerprint
+    differs); a corrupt or unfinished results.json is recomputed."""
+    import ldae.train
+    from ldae.config import compose_config
+    from ldae.resume import fingerprint
+
+    calls = []
+
+    def fake_run(cfg, out, kill_at=None):
+        calls.append((cfg.name, int(cfg.seed)))
+        if (cfg.name, int(cfg.seed)) == kill_at:
+            raise _Killed()
+        res = {"experiment": cfg.name, "seed": int(cfg.seed), "probe_top1": 10.0 * len(calls), "wall_s": 1.0,
+               "pretrain_loss": 0.5, "config_fingerprint": fingerprint(cfg), "epochs": int(cfg.trainer.max_epochs)}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(res))
+        return res
+
+    ov = ["scale=smoke", "steps=[10,11,12]", "seeds=2", "baselines_once=false"]
+    cfg = compose_config(ov, "trajectory")
+    monkeypatch.setattr(ldae.train, "run", lambda c, o: fake_run(c, o, kill_at=("11_image_output", 1)))
+    with pytest.raises(_Killed):
+        traj.run_trajectory(cfg, tmp_path, ov)
+    first = list(calls)
+    assert first == [("10_image_input", 0), ("10_image_input", 1), ("11_image_output", 0), ("11_image_output", 1)]
+    before = {p: p.read_text() for p in tmp_path.rglob("results.json")}
+    assert len(before) == 3
+
+    calls.clear()
+    monkeypatch.setattr(ldae.train, "run", fake_run)
+    doc = traj.run_trajectory(cfg, tmp_path, ov)
+    assert calls == [("11_image_output", 1), ("12_predict_image", 0), ("12_predict_image", 1)]
+    assert {p: p.read_text() for p in before} == before  # the finished rows' files untouched
+    assert [r["n"] for r in doc["rows"]] == [2, 2, 2] and doc["meta"]["finished"]
+    assert doc["runs"]["10_image_input"][0]["probe_top1"] == 10.0  # the first attempt's numbers, reused
+
+    # A finished row whose results.json is corrupt, or without a probe result, is run again.
+    (tmp_path / "10_image_input" / "seed0" / "results.json").write_text("{trunc")
+    (tmp_path / "10_image_input" / "seed1" / "results.json").write_text(json.dumps({"probe_top1": None}))
+    calls.clear()
+    traj.run_trajectory(cfg, tmp_path, ov)
+    assert calls == [("10_image_input", 0), ("10_image_input", 1)]
+
+    # Another budget is another run: nothing is reused.
+    calls.clear()
+    ov2 = [*ov, "trainer.max_epochs=2"]
+    traj.run_trajectory(compose_config(ov2, "trajectory"), tmp_path, ov2)
+    assert len(calls) == 6
 
 
 def test_trajectory_cli_writes_its_files(tmp_path):

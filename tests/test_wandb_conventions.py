@@ -84,9 +84,42 @@ def test_a_wandb_that_cannot_start_disables_itself(compose, tmp_path, monkeypatc
         raise RuntimeError("no service")
 
     monkeypatch.setattr(wandb, "init", broken)
+    monkeypatch.setattr("ldae.wandb_logger._FAILED", None)
     with caplog.at_level(logging.WARNING, logger="ldae"):
         assert make_wandb_logger(compose("logger=wandb"), tmp_path, "pretrain") is None
     assert "wandb disabled" in caplog.text
+
+
+def test_a_wandb_failure_is_remembered_for_the_whole_run(compose, tmp_path, monkeypatch, caplog):
+    """An unreachable server (init waits, then raises): one wait in all; every later stage of the run, and the next
+    run in the same process (a trajectory's rows), logs to CSV only with one line each and no further init."""
+    import time
+
+    import wandb
+
+    from ldae.wandb_logger import forget_wandb_failure, make_wandb_logger
+
+    calls = []
+
+    def unreachable(*a, **k):
+        calls.append(k.get("job_type"))
+        time.sleep(0.5)  # the init timeout, shortened
+        raise wandb.errors.CommError("Run initialization has timed out after 0.5 sec.")
+
+    monkeypatch.setattr(wandb, "init", unreachable)
+    monkeypatch.setattr("ldae.wandb_logger._FAILED", None)
+    cfg = compose("logger=wandb", "logger.mode=online")
+    t0 = time.time()
+    with caplog.at_level(logging.WARNING, logger="ldae"):
+        for stage in ("tokenizer", "pretrain", "probe_encoder", "probe_pixels", "probe_random"):
+            assert make_wandb_logger(cfg, tmp_path, stage) is None
+        assert make_wandb_logger(cfg, tmp_path / "next_row", "pretrain") is None
+    assert calls == ["tokenizer"] and time.time() - t0 < 0.5 + 0.4  # one wait; the others add none
+    lines = [r.getMessage() for r in caplog.records if "wandb" in r.getMessage()]
+    assert len(lines) == 6 and "timed out" in lines[0] and "do not try again" in lines[0]
+    assert all(ln.startswith("wandb skipped for stage ") and "CommError" in ln for ln in lines[1:])
+    forget_wandb_failure()
+    assert make_wandb_logger(cfg, tmp_path, "pretrain") is None and calls == ["tokenizer", "pretrain"]
 
 
 def test_a_wandb_that_fails_mid_run_never_stops_training(compose, tmp_path, monkeypatch, caplog):

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ldae.choices import CROPS, DATASETS, fashion_mnist_files
+from ldae.choices import CROPS, DATASETS, IMAGE_EXTENSIONS, fashion_mnist_files
 
 
 class DataError(ValueError):
@@ -110,7 +110,6 @@ def load_cifar10(root: str, split: str, download: bool) -> tuple[torch.Tensor, t
     return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 class ImageFolderDataset(Dataset):
@@ -127,7 +126,7 @@ class ImageFolderDataset(Dataset):
 
         from torchvision.datasets.folder import default_loader
 
-        folder = Path(root) / split
+        folder = self.folder = Path(root) / split
         if not folder.is_dir():
             raise DataError(f"data.root={root} has no '{split}' folder: expected {folder}/CLASS/*.JPEG")
         if labels:
@@ -174,7 +173,8 @@ class ImageFolderDataset(Dataset):
                     self._bad.value += 1
                 continue
             return to_unit_range(self.transform(img)), label, i
-        raise DataError(f"no readable image among the {len(self.samples)} files of this split")
+        raise DataError(f"no readable image among the {len(self.samples)} files of {self.folder}; allowed: "
+                        f"readable image files")
 
     def take_bad_count(self) -> int:
         """Skipped files since the last call (then reset to 0)."""

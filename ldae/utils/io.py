@@ -2,26 +2,70 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left while writing a file atomically: the file's previous version is intact."""
+
+    def __str__(self) -> str:  # the message alone: it is the user's one line
+        return str(self.strerror)
+
+
+class _Recording:
+    """A file that keeps the OSError of a failed write: torch's zip writer reports it only as
+    'RuntimeError: [enforce fail at inline_container.cc] . unexpected pos'."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, b):
+        try:
+            return self._f.write(b)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def _disk_full(path: Path, e: OSError) -> DiskFullError:
+    import shutil
+
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(e.errno, f"no space left on the device of {path.parent} while writing {path.name} "
+                                  f"({free}); the previous {path.name}, if any, is intact: free some space and run "
+                                  f"the same command again to resume")
 
 
 def _atomic(path: str | os.PathLike, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    rec = None
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            rec = _Recording(f)
+            write(rec)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        cause = rec.error if rec is not None and rec.error is not None else e
+        if isinstance(cause, OSError) and cause.errno in FULL:
+            raise _disk_full(path, cause) from None
         raise
     return path
 
