@@ -94,7 +94,9 @@ def test_claims_suite_at_smoke_end_to_end(tmp_path, monkeypatch):
     from ldae.config import compose_config
 
     cfg = compose_config(["scale=smoke", "claims=[9c,13b]", "seeds=2"], "claims")
-    doc = C.run_claims(cfg, tmp_path, [], ["trainer.max_epochs=1", "probe.epochs=1", "baselines=false"], "test")
+    budget = ["trainer.max_epochs=1", "probe.epochs=1", "baselines=false"]
+    doc = C.run_claims(cfg, tmp_path, ["scale=smoke"], budget, "test")  # the command line's keys reach every run
+    assert json.loads((tmp_path / "11" / "seed0" / "results.json").read_text())["scale"] == "smoke"
     assert {p.name for p in tmp_path.iterdir()} >= {"claims.json", "claims.md", "claims.png", "11", "12"}
     assert (tmp_path / "12" / "seed1" / "grid.json").is_file() and not (tmp_path / "11" / "seed0" / "grid.json").exists()
     saved = json.loads((tmp_path / "claims.json").read_text())
@@ -109,5 +111,5 @@ def test_claims_suite_at_smoke_end_to_end(tmp_path, monkeypatch):
     import ldae.train
 
     monkeypatch.setattr(ldae.train, "run", lambda *a, **k: pytest.fail("a finished run was retrained"))
-    again = C.run_claims(cfg, tmp_path, [], ["trainer.max_epochs=1", "probe.epochs=1", "baselines=false"], "test")
+    again = C.run_claims(cfg, tmp_path, ["scale=smoke"], budget, "test")
     assert again["claims"] == doc["claims"]
