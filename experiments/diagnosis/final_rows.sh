@@ -7,7 +7,7 @@
 #   bash experiments/diagnosis/final_rows.sh basis     # rows 11, 12 at 2 epochs with the output layer in the PCA basis
 #
 # Every run is one trajectory.py call (its own trajectory.json with per-seed results); OUT collects them.
-# Budget axis: data.num_train=8000 (the trajectory's) and trainer.max_epochs 2 / 5 / 10 = 125 / 312 / 625
+# Budget axis: data.num_train=8000 (the trajectory's) and trainer.max_epochs 2 / 5 / 10 = 124 / 310 / 620
 # optimiser steps at batch 128, the warm-up kept at the trajectory's 1/4 of the run; probe as the trajectory's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -84,7 +84,7 @@ def factor_table(baseline: str, factors: list[tuple[str, str]]) -> list[str]:
 def main() -> None:
     print("## Budget: probe top-1 (%) against pretraining steps (Fashion-MNIST, scale=cpu model, 8000 images)\n")
     print("\n".join(budget_table(["budget_ep2", "budget_ep5", "budget_ep10"])))
-    print("\n## Factors at the trajectory budget (2 epochs = 125 steps)\n")
+    print("\n## Factors at the trajectory budget (2 epochs = 124 steps)\n")
     print("\n".join(factor_table("budget_ep2", [
         ("lr_quarter", "lr / 4 (optim.base_lr=5e-4)"), ("pca_no_scaling", "tokenizer.scaling=none"),
         ("head_default_init", "model.adaln_zero=false"), ("residual_w1", "target.residual_weight=1.0"),
