@@ -63,7 +63,7 @@ def fit_tokenizer(cfg: DictConfig, train_set, out: Path | None = None) -> tuple[
     """Build the tokenizer and fit/train it on the clean training images (or load its cached artifact)."""
     tokenizer = build_tokenizer(cfg.tokenizer)
     limit = cfg.tokenizer.get("fit_images")
-    fit_seed = int(cfg.tokenizer.seed)
+    fit_seed = int(cfg.tokenizer.seed) if tokenizer.needs_fit else 0  # (tokenizer=none fits nothing: no seed)
     subset = random_subset(train_set, limit, fit_seed)  # a seeded sample of the whole set, never a prefix
     workers = int(cfg.data.num_workers)
 
