@@ -248,6 +248,8 @@ def validate(cfg: DictConfig) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     m = cfg.model
+    if m.get("_target_") is not None:
+        _check_backbone_plugin(cfg)
     for key in ("depth", "hidden_size", "num_heads"):
         v = m.get(key)
         _require(v is None or (_is_int(v) and v >= 1), f"model.{key}={v} must be null (the registry's) or an integer >= 1")
@@ -324,6 +326,20 @@ def _check_part(node, group: str, builtin: tuple[str, ...]) -> None:
     from ldae import plugins
 
     plugins.check_class(node, group)
+
+
+def _check_backbone_plugin(cfg: DictConfig) -> None:
+    """A user's backbone (model._target_): the interface, and no feature that reads DiT's own blocks."""
+    from ldae import plugins
+
+    target = cfg.model.get("_target_")
+    plugins.check_class(cfg.model, "model")
+    _require(cfg.probe.name != "finetune", f"probe=finetune folds ldae's DiT into a timm ViT; model._target_={target} "
+                                           f"is a backbone of your own; allowed with it: probe=linear, probe=knn")
+    if cfg.get("speed") is not None and cfg.speed.get("activation_checkpointing"):
+        _require(hasattr(plugins.locate(cfg.model, "model"), "set_grad_checkpointing"),
+                 f"speed.activation_checkpointing=true needs set_grad_checkpointing(enable) on model._target_="
+                 f"{target}; allowed: speed.activation_checkpointing=false, or add the method")
 
 
 def _is_int(v) -> bool:

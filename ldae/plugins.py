@@ -1,4 +1,4 @@
-"""Users' own parts: a `tokenizer`, `data` or `schedule` node with a `_target_` is built by Hydra's
+"""Users' own parts: a `tokenizer`, `data`, `schedule` or `model` node with a `_target_` is built by Hydra's
 `instantiate` from the user's own module, through the same interface checks as ldae's built-in parts.
 
 The node's keys split in two. ldae's own keys (`name`, the keys a scale or an experiment sets, such as
@@ -22,16 +22,23 @@ OWN_KEYS = {
     "data": ("name", "root", "image_size", "num_classes", "labels", "num_train", "num_val", "seed", "difficulty",
              "batch_size", "device_batch_size", "num_workers", "crop", "hflip", "download"),
     "schedule": ("name", "num_steps"),
+    # conf/model/dit.yaml's keys (a model plug-in's defaults): the scale picks model.name, a registry size
+    # whose width/depth/heads/split reach the constructor resolved (ldae.models.build_backbone)
+    "model": ("name", "hidden_size", "depth", "num_heads", "encoder_depth", "patch_size", "mlp_ratio", "cond_ratio",
+              "class_cond", "class_dropout", "learn_sigma", "adaln_zero"),
 }
 # What a plug-in's object must have (checked on the built object), and the part of it a class must define
 # (checked before any work; latent_dim, gamma and sigma are often set in __init__).
 REQUIRED = {"tokenizer": ("encode", "decode", "latent_dim"), "data": ("__getitem__", "__len__"),
-            "schedule": ("gamma", "sigma")}
-ON_CLASS = {"tokenizer": ("encode", "decode"), "data": ("__getitem__", "__len__"), "schedule": ()}
-WHAT = {"tokenizer": "a tokenizer", "data": "a dataset", "schedule": "a noise schedule"}
+            "schedule": ("gamma", "sigma"), "model": ("forward", "forward_features", "hidden_size")}
+ON_CLASS = {"tokenizer": ("encode", "decode"), "data": ("__getitem__", "__len__"), "schedule": (),
+            "model": ("forward", "forward_features")}
+WHAT = {"tokenizer": "a tokenizer", "data": "a dataset", "schedule": "a noise schedule", "model": "a backbone"}
 HINT = {"tokenizer": "encode(x) -> z, decode(z) -> x and latent_dim (the per-token d)",
         "data": "__len__ and __getitem__(i) -> (image, label), built with split=train|val",
-        "schedule": "gamma and sigma, (num_steps + 1,) tensors of z_t = gamma_t z_0 + sigma_t eps"}
+        "schedule": "gamma and sigma, (num_steps + 1,) tensors of z_t = gamma_t z_0 + sigma_t eps",
+        "model": "forward(x, t, y) -> prediction, forward_features(x, t, y, depth=None) -> (B, hidden_size) "
+                 "and hidden_size"}
 
 
 def is_plugin(node) -> bool:
@@ -109,4 +116,17 @@ def instantiate(node, group: str, ldae_args: dict):
     if missing:
         raise ConfigError(f"{group}._target_={spec['target']} is not {WHAT[group]}: it lacks {', '.join(missing)}; "
                           f"a {group} plug-in needs {HINT[group]}")
+    return obj
+
+
+def build_backbone_plugin(node, ldae_args: dict):
+    """A user's backbone: the geometry and sizes ldae resolved (`ldae_args`, those its signature names), then the
+    promises the run relies on: learned σ doubles the output channels, which only the backbone can say."""
+    obj = instantiate(node, "model", ldae_args)
+    if not hasattr(obj, "learn_sigma"):  # the loss and the samplers read it; a plain backbone has one output
+        obj.learn_sigma = False
+    if ldae_args["learn_sigma"] and not getattr(obj, "learn_sigma", False):
+        raise ConfigError(f"model.learn_sigma=true, but model._target_={node.get('_target_')} has no true "
+                          f"learn_sigma attribute; allowed: model.learn_sigma=false, or a backbone whose output "
+                          f"has 2 x out_channels channels and learn_sigma = True")
     return obj

@@ -103,3 +103,48 @@ def test_plugin_errors_are_config_errors(user, compose):
     with pytest.raises(ConfigError, match=r"gives gamma \(10,\) and sigma \(10,\); allowed: both \(11,\)"):
         schedule_from_config({"_target_": "mypkg.schedules.too_short", "name": "short", "num_steps": 10})
     validate(compose(user, "schedule=plugin", "schedule._target_=mypkg.schedules.sqrt_sigma", "schedule.name=sqrt"))
+
+
+def test_plugin_backbone_trains_probes_and_reloads(user, tmp_path, monkeypatch):
+    """model._target_: a backbone of the user's own gets ldae's geometry and the scale's width, trains, probes,
+    and ldae-probe rebuilds it from the checkpoint's config."""
+    import torch
+
+    from ldae.config import compose_config, validate
+    from ldae.lit.pretrain import PretrainModule
+    from ldae.probe import evaluate
+    from ldae.train import run
+    from mypkg.backbones import TokenMLP
+
+    monkeypatch.setenv("LDAE_CACHE", str(tmp_path / "cache"))
+    args = [user, "experiment=ldae", "scale=smoke", "model=plugin", "model._target_=mypkg.backbones.TokenMLP",
+            "+model.width_scale=2", "baselines=false"]
+    cfg = compose_config(args)
+    validate(cfg)
+    res = run(cfg, tmp_path / "run")
+    assert res["pretrain_loss"] > 0 and res["probe_top1"] > 0
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    module = PretrainModule(torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["config"])
+    net = module.backbone
+    assert isinstance(net, TokenMLP) and net.learn_sigma is False
+    # smoke: 16 px images, 4 px patches, micro-1-1 (width 32, 2 blocks); the own argument doubles the width
+    assert net.hidden_size == 64 and len(net.blocks) == 2 and net.grid == 4
+    x = torch.randn(2, module.backbone.embed.in_channels, 4 * net.embed.stride[0], 4 * net.embed.stride[0])
+    assert net(x, torch.tensor([1, 5])).shape[1] == net.out_channels
+    r = evaluate(compose_config([f"ckpt_path={ckpt}"], "eval"), tmp_path / "probe")
+    assert r["probe_top1"] == pytest.approx(res["probe_top1"], abs=1e-6)
+
+
+def test_plugin_backbone_refusals(user, compose):
+    from ldae.config import ConfigError, validate
+
+    base = (user, "model=plugin")
+    with pytest.raises(ConfigError, match=r"model._target_=mypkg.backbones.NoFeatures is not a backbone: it lacks "
+                                          r"forward_features; a model plug-in needs forward\(x, t, y\)"):
+        validate(compose(*base, "model._target_=mypkg.backbones.NoFeatures"))
+    with pytest.raises(ConfigError, match=r"^probe=finetune folds ldae's DiT into a timm ViT"):
+        validate(compose(*base, "model._target_=mypkg.backbones.TokenMLP", "probe=finetune"))
+    with pytest.raises(ConfigError, match=r"^speed.activation_checkpointing=true needs set_grad_checkpointing"):
+        validate(compose(*base, "model._target_=mypkg.backbones.TokenMLP", "speed.activation_checkpointing=true"))
+    with pytest.raises(ConfigError, match=r"missing required value 'model._target_'"):
+        validate(compose("model=plugin"))
