@@ -20,7 +20,7 @@ from ldae.distributed import end_job, is_rank_zero, job_run_dir
 from ldae.resume import (Heartbeat, checkpoint_problem, claim, find_unfinished, fingerprint, latest_checkpoint,
                          live_owner, register, registry_entry)
 from ldae.run_identity import identity
-from ldae.utils.io import atomic_write_json
+from ldae.utils.io import atomic_write_json, check_writable
 
 log = logging.getLogger("ldae")
 
@@ -36,7 +36,9 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     if cfg.probe.name != "linear":
         raise ConfigError(f"ldae-train runs the linear probe (probe=linear, got probe={cfg.probe.name}); evaluate "
                           f"its checkpoint with `ldae-probe ckpt_path=RUN/checkpoints/last.ckpt probe={cfg.probe.name}`")
+    check_writable(cfg.paths.cache_dir, "paths.cache_dir")  # before the resume registry in it is read
     out, ckpt_path, owned = resume_point(cfg, Path(output_dir))
+    check_room(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     run_id = fingerprint(cfg)
     if is_rank_zero():  # file writes on rank 0 only (DDP ranks > 0 run the same job into the same folder)
@@ -151,6 +153,15 @@ def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, str | None, bool]:
     return prev, str(ckpt), owned
 
 
+def check_room(cfg: DictConfig, out: Path) -> None:
+    """Before any work: the run folder can be written and holds one checkpoint."""
+    from ldae.models.registry import checkpoint_bytes, lookup
+
+    m = cfg.model
+    need = checkpoint_bytes(lookup(m.name), m.mlp_ratio, m.cond_ratio, m.hidden_size, m.depth)
+    check_writable(out, "output_dir", need, f"one checkpoint of model.name={m.name} (weights, EMA, AdamW)")
+
+
 def tokenizer_notes(tok) -> list[str]:
     """Marks every table that shows this row must carry (e.g. a perceptual loss on a random VGG)."""
     from ldae.tokenizers.losses import RANDOM_BACKBONE_NOTE
@@ -163,9 +174,9 @@ def one_line_errors() -> tuple[type[BaseException], ...]:
     a full disk (the previous checkpoint intact)."""
     from ldae.data.datasets import DataError
     from ldae.lit.pretrain import NonFiniteLossError
-    from ldae.utils.io import DiskFullError
+    from ldae.utils.io import DiskFullError, FolderError
 
-    return ConfigError, DataError, NonFiniteLossError, DiskFullError
+    return ConfigError, DataError, NonFiniteLossError, DiskFullError, FolderError
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=None)

@@ -63,3 +63,13 @@ def lookup(name: str) -> ModelSpec:
                          f"or SIZE-ENC-DEC with SIZE in {', '.join(WIDTHS)} (e.g. tiny-4-4), optionally "
                          f"with a /P patch suffix (e.g. DiT-L/2)") from None
     return ModelSpec(key, width, heads, enc, dec, p)
+
+
+def checkpoint_bytes(spec: ModelSpec, mlp_ratio: float, cond_ratio: float, hidden_size: int | None = None,
+                     depth: int | None = None) -> int:
+    """About the size of one pretraining checkpoint: fp32 weights, their EMA and AdamW's two moments, of the
+    blocks alone (attention 4w², MLP 2rw², adaLN 6w x cond width); embeddings and the tokenizer add a little."""
+    w, n = hidden_size or spec.hidden_size, depth or spec.depth
+    per_block = (4 + 2 * mlp_ratio + 6 * cond_ratio) * w * w
+    return int(4 * 4 * n * per_block)
+

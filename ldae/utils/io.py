@@ -37,6 +37,33 @@ class _Recording:
         return getattr(self._f, name)
 
 
+class FolderError(OSError):
+    """A folder the run must write to cannot be written (read-only, not a folder, or too little space)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def check_writable(folder: str | os.PathLike, key: str, need_bytes: int = 0, need_what: str = "") -> None:
+    """Before any work: `folder` (config key `key`) can be created and written, with `need_bytes` free.
+    A probe file is written and removed, since permission bits do not tell (root, ACLs, read-only mounts)."""
+    import shutil
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ldae-write-test.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise FolderError(e.errno, f"{key}={folder} cannot be written ({e.strerror}); allowed: a folder this user "
+                                   f"can create and write") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise FolderError(errno.ENOSPC, f"{key}={folder} has {free / 2**20:.0f} MiB free; {need_what} needs about "
+                                        f"{need_bytes / 2**20:.0f} MiB; allowed: a folder with more free space")
+
+
 def _disk_full(path: Path, e: OSError) -> DiskFullError:
     import shutil
 
