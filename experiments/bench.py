@@ -19,12 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from ldae.config import CONF_DIR, ConfigError, fail  # noqa: E402
+from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli  # noqa: E402
 
 
 def run(cfg: DictConfig, out: Path) -> str:
-    from ldae.bench import bench_loader, bench_step, loader_table, step_table
+    from ldae.bench import bench_loader, bench_step, check_config, loader_table, step_table
 
+    check_config(cfg)
     if cfg.bench.loader:
         rows, facts = bench_loader(cfg)
         table = loader_table(rows, facts)
@@ -50,4 +51,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    precheck_cli("bench", sys.argv[1:], config_name="bench")
     main()

@@ -50,6 +50,20 @@ def matmul_peak(device: torch.device, n: int | None = None, iters: int = 10) -> 
     return {"tflops": 2 * n**3 / dt / 1e12, "n": n, "dtype": str(dtype).replace("torch.", "")}
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Before any timing: the bench block's keys, every variant's name and config, and the run config itself
+    (each a ConfigError line)."""
+    from ldae import keys
+    from ldae.config import validate
+
+    keys.check(cfg, keys.BENCH)
+    for name in cfg.bench.variants:
+        vcfg = variant_config(cfg, name)
+        validate(vcfg)
+        if not cfg.bench.loader:
+            autocast_for(vcfg, torch.device("cpu"))  # the precisions the step timer knows
+
+
 def variant_config(cfg: DictConfig, name: str) -> DictConfig:
     """The run config with variant `name`'s overrides (bench.switches) applied."""
     if name not in cfg.bench.switches:

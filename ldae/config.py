@@ -155,11 +155,13 @@ def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
     from ldae.choices import (CROPS, DATASETS, GUIDANCE_CHANNELS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, PREDICTIONS,
                               RESUME_MODES, SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
+    from ldae import keys
     from ldae.extras import check_config_extras
     from ldae.models.registry import lookup
 
     require_complete(cfg)
     _validate_basics(cfg)
+    keys.check(cfg, keys.TRAIN)  # every declared key's type (and range where no rule below owns it)
     d, tok = cfg.data, cfg.tokenizer
     # A node with `_target_` is a user's part (ldae/plugins.py): no name registry, the interface check instead.
     _check_part(d, "data", DATASETS)
