@@ -6,8 +6,9 @@ run with the same fingerprint whose registered folder has a checkpoint and no re
 
 The entry also names its owner (host, PID, start time, SLURM or torchrun job) and a heartbeat the owner
 refreshes every HEARTBEAT_S seconds; decisions and writes happen under an fcntl lock on `<fingerprint>.lock`.
-An identical run started while the owner is alive starts in its own folder (and leaves the entry alone);
-the owner counts as dead when its PID is gone on this host or its heartbeat is older than
+An identical run started while the owner is alive starts in its own folder and registers it beside the entry
+(`<fingerprint>.<host>-<pid>.json`, with its own heartbeat), so that it too is resumed once it dies; the owner
+counts as dead when its PID is gone on this host or its heartbeat is older than
 HEARTBEAT_TIMEOUT_S (a SIGKILL leaves no chance to say so), and its run is then resumed. A SLURM requeue
 (same SLURM_JOB_ID) and the ranks of one job are the same run, not a second one.
 """
@@ -64,6 +65,28 @@ def find_unfinished(cfg: DictConfig) -> Path | None:
         return None
     if not (run_dir / "results.json").exists() and latest_checkpoint(run_dir) is not None:
         return run_dir
+    return None
+
+
+def _sibling(cfg: DictConfig, fp: str) -> Path:
+    """This process's entry beside the main one: a second identical run started while the first was alive."""
+    me = this_owner()
+    return _index(cfg, fp).with_name(f"{fp}.{me['host']}-{me['pid']}.json")
+
+
+def _dead_sibling(cfg: DictConfig, fp: str) -> tuple[Path, Path, Path] | None:
+    """(entry, run folder, checkpoint) of a side run of this config whose owner is dead and whose run is
+    unfinished; side entries of finished dead runs are removed on the way."""
+    for path in sorted(_index(cfg, fp).parent.glob(f"{fp}.*.json")):
+        entry = _read(path)
+        if entry is None or live_owner(entry) is not None:
+            continue
+        run_dir = Path(entry["run_dir"])
+        ckpt = None if (run_dir / "results.json").exists() else latest_checkpoint(run_dir)
+        if ckpt is not None:
+            return path, run_dir, ckpt
+        with contextlib.suppress(OSError):
+            path.unlink()
     return None
 
 
@@ -193,9 +216,9 @@ def registry_entry(cfg: DictConfig) -> dict | None:
     return _read(_index(cfg, fingerprint(cfg)))
 
 
-def _write(cfg: DictConfig, fp: str, run_dir: Path) -> None:
-    atomic_write_json(_index(cfg, fp), {"run_dir": str(Path(run_dir).resolve()), "name": cfg.name,
-                                        "owner": this_owner(), "heartbeat": time.time()})
+def _write(cfg: DictConfig, fp: str, run_dir: Path, path: Path | None = None) -> None:
+    atomic_write_json(path or _index(cfg, fp), {"run_dir": str(Path(run_dir).resolve()), "name": cfg.name,
+                                                "owner": this_owner(), "heartbeat": time.time()})
 
 
 def register(cfg: DictConfig, run_dir: Path) -> str:
@@ -212,15 +235,25 @@ def claim(cfg: DictConfig, out: Path) -> tuple[Path, Path | None, bool]:
     fp = fingerprint(cfg)
     with _locked(cfg, fp):
         entry = _read(_index(cfg, fp))
+        side = _dead_sibling(cfg, fp)
         if entry is not None and (owner := live_owner(entry)) is not None:
+            if side is not None:  # a dead side run of this config: continue it, beside the live one
+                path, run_dir, ckpt = side
+                path.unlink()
+                _write(cfg, fp, run_dir, _sibling(cfg, fp))
+                return run_dir, ckpt, True
             beat = time.time() - float(entry.get("heartbeat") or 0)
             log.warning("an identical run is live in %s (pid %s on %s, heartbeat %.0f s ago): this one starts "
                         "in its own folder %s", entry["run_dir"], owner.get("pid"), owner.get("host"), beat, out)
-            return out, None, False
+            _write(cfg, fp, out, _sibling(cfg, fp))
+            return out, None, True
         run_dir, ckpt = out, None
         prev = find_unfinished(cfg)
         if prev is not None and (ckpt := latest_checkpoint(prev)) is not None:
             run_dir = prev
+        elif side is not None:  # the main entry's run is done or gone; a dead side run is not
+            path, run_dir, ckpt = side
+            path.unlink()
         _write(cfg, fp, run_dir)
     return run_dir, ckpt, True
 
@@ -237,11 +270,14 @@ class Heartbeat:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             with contextlib.suppress(OSError), _locked(self.cfg, self.fp):
-                entry = _read(_index(self.cfg, self.fp))
-                own = (entry or {}).get("owner") or {}
-                if own.get("pid") != os.getpid() or own.get("host") != socket.gethostname():
+                for path in (_index(self.cfg, self.fp), _sibling(self.cfg, self.fp)):  # the main entry, or ours
+                    entry = _read(path)
+                    own = (entry or {}).get("owner") or {}
+                    if own.get("pid") == os.getpid() and own.get("host") == socket.gethostname():
+                        atomic_write_json(path, {**entry, "heartbeat": time.time()})
+                        break
+                else:
                     return  # the entry has a new owner (resume=never started over it): stop beating
-                atomic_write_json(_index(self.cfg, self.fp), {**entry, "heartbeat": time.time()})
 
     def stop(self) -> None:
         self._stop.set()

@@ -373,14 +373,61 @@ def test_an_identical_run_beside_a_live_one_starts_its_own_folder_and_a_dead_own
                 assert registry_entry(cfg)["owner"]["pid"] == os.getpid()  # the resumer owns it now
                 assert not live_lines
             else:
-                assert run_dir == tmp_path / f"second{i}" and ckpt is None and not owned, owner
+                assert run_dir == tmp_path / f"second{i}" and ckpt is None and owned, owner
                 assert registry_entry(cfg)["owner"]["pid"] == owner["pid"]  # the live run keeps its entry
                 assert len(live_lines) == 1 and str(first) in live_lines[0].getMessage()
+                side = json.loads(next((tmp_path / "cache" / "runs").glob(f"*.*-{os.getpid()}.json")).read_text())
+                assert side["run_dir"] == str(run_dir.resolve()) and side["owner"]["pid"] == os.getpid()
             monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     finally:
         live.kill()
         live.wait()
     assert sorted(p.name for p in first.rglob("*")) == before  # the first run's files untouched
+
+
+def test_a_dead_side_run_beside_a_live_one_is_resumed(tmp_path, compose, monkeypatch):
+    """The second of two identical runs registered itself beside the live first; once it is killed, the next
+    identical run continues it (not a third folder), and the live first run's entry stays its own."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from ldae.resume import Heartbeat, fingerprint, registry_entry
+    from ldae.train import resume_point
+
+    for k in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "RANK", "LDAE_RUN_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    cfg = compose(f"paths.cache_dir={tmp_path / 'cache'}")
+    fp = fingerprint(cfg)
+    first, side = tmp_path / "first", tmp_path / "side"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        _entry(cfg, first, pid=live.pid)
+        atomic_torch_save(side / "checkpoints" / "last.ckpt", {"state_dict": {}, "global_step": 5})
+        side_entry = tmp_path / "cache" / "runs" / f"{fp}.{socket.gethostname()}-{dead.pid}.json"
+        atomic_write_json(side_entry, {"run_dir": str(side.resolve()), "name": cfg.name, "heartbeat": time.time(),
+                                       "owner": {"host": socket.gethostname(), "pid": dead.pid, "start": 0,
+                                                 "job": None}})
+        run_dir, ckpt, owned = resume_point(cfg, tmp_path / "third")
+        assert run_dir == side.resolve() and ckpt.endswith("last.ckpt") and owned
+        assert registry_entry(cfg)["owner"]["pid"] == live.pid  # the live first run keeps the main entry
+        assert not side_entry.exists()
+        mine = json.loads((tmp_path / "cache" / "runs" / f"{fp}.{socket.gethostname()}-{os.getpid()}.json")
+                          .read_text())
+        assert mine["run_dir"] == str(side.resolve())
+        t0 = mine["heartbeat"]
+        beat = Heartbeat(cfg, interval_s=0.05)  # the side run's heartbeat refreshes its own entry
+        time.sleep(0.5)
+        beat.stop()
+        mine = json.loads((tmp_path / "cache" / "runs" / f"{fp}.{socket.gethostname()}-{os.getpid()}.json")
+                          .read_text())
+        assert mine["heartbeat"] > t0 and registry_entry(cfg)["owner"]["pid"] == live.pid
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_the_ranks_of_one_job_are_one_run(tmp_path, compose, monkeypatch):
