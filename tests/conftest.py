@@ -1,9 +1,7 @@
 import os
-import subprocess
 import sys
 import tempfile
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -28,14 +26,6 @@ def compose():
         return compose_config(ov, config_name)
 
     return _compose
-
-
-def run_cli(prog: str, *args: str, timeout: float = 120, cwd=None, env: dict | None = None):
-    """Run `ldae-train` / `ldae-probe` as users do (the console script, or `python -m` without one)."""
-    exe = Path(sys.executable).with_name(prog)
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ldae." + prog.split("-", 1)[1]]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"} if env is None else env
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
 @pytest.fixture(autouse=True)

@@ -2,57 +2,13 @@
 .wandb transaction log (`wandb leet inspect --json`), hold the group, the name, the stage, the flat config and
 the fixed summary names; experiments/report.py turns the sweep folder into a table and a plot."""
 
-import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_report():
-    spec = importlib.util.spec_from_file_location("report", ROOT / "experiments" / "report.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def inspect_command(run_dir: Path) -> list[str]:
-    """`wandb leet inspect RUN --json`, wandb's reader of the .wandb transaction log: the wandb-core binary
-    it runs, called directly as the CLI does (20 ms instead of 2 s of Python imports), else the CLI itself."""
-    try:
-        from wandb.util import get_core_path
-
-        run_file = next(run_dir.glob("*.wandb"))
-        return [get_core_path(), "leet", "inspect", "--no-observability", "--json", "--run-file", str(run_file),
-                str(run_dir.parent)]
-    except Exception:  # noqa: BLE001
-        return [str(Path(sys.executable).with_name("wandb")), "leet", "inspect", str(run_dir), "--json"]
-
-
-def read_offline_run(run_dir: Path) -> dict:
-    """wandb's reader of an offline run's transaction log -> {group, name, job_type, tags, config, summary}."""
-    proc = subprocess.run(inspect_command(run_dir), capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "WANDB_SILENT": "true"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    info = {"config": {}, "summary": {}}
-    for line in proc.stdout.splitlines():
-        rec = json.loads(line)
-        if rec["type"] == "run":
-            run = rec["run"]
-            info.update(group=run.get("run_group"), name=run.get("display_name"), job_type=run.get("job_type"),
-                        tags=run.get("tags", []))
-            info["config"].update(run.get("config", {}).get("update", {}))
-        elif rec["type"] == "config":
-            info["config"].update(rec["config"].get("update", {}))
-        elif rec["type"] == "summary":
-            info["summary"].update(rec["summary"].get("update", {}))
-    return info
+from helpers import ROOT, load_script, read_offline_run, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +61,7 @@ def test_offline_runs_hold_group_name_config_and_summary(sweep):
 
 
 def test_report_on_the_sweep_folder_writes_table_and_plot(sweep, tmp_path):
-    report = load_report()
+    report = load_script("report")
     paths = report.main([str(sweep), "--out", str(tmp_path)])
     md = paths["md"].read_text()
     assert "| ldae | ldae-latent_dim=16 | 1 |" in md and "| ldae | ldae-latent_dim=32 | 1 |" in md

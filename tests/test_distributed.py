@@ -2,22 +2,13 @@
 
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import LEAN, subprocess_env
 
-WT = str(Path(__file__).resolve().parent.parent)
-# Lean smoke runs: one pretraining epoch (4 steps of the global batch 64), a 1-epoch probe, no baselines.
-LEAN = ["scale=smoke", "trainer.max_epochs=1", "probe.epochs=1", "baselines=false", "resume=never",
-        "trainer.accelerator=cpu"]
 DDP2 = ["trainer=ddp", "trainer.devices=2"]
-
-
-def _env(tmp_path: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": WT, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1",
-            "LDAE_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
 
 
 def _train(tmp_path: Path, *args: str, timeout: float = 240):
@@ -25,7 +16,7 @@ def _train(tmp_path: Path, *args: str, timeout: float = 240):
     import subprocess
 
     return subprocess.run([sys.executable, "-m", "ldae.train", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=tmp_path, env=_env(tmp_path))
+                          timeout=timeout, cwd=tmp_path, env=subprocess_env(tmp_path))
 
 
 def _losses(run_dir: Path) -> list[float]:

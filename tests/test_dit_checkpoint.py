@@ -10,32 +10,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from helpers import expected_shapes
 
 from ldae.models import lookup
 from ldae.models.dit import DiT
-
-
-def expected_shapes(hidden, depth, in_ch, out_ch, patch, grid, num_classes, null_row=True, mlp_ratio=4):
-    h, m = hidden, int(hidden * mlp_ratio)
-    shapes = {
-        "pos_embed": (1, grid * grid, h),
-        "x_embedder.proj.weight": (h, in_ch, patch, patch), "x_embedder.proj.bias": (h,),
-        "t_embedder.mlp.0.weight": (h, 256), "t_embedder.mlp.0.bias": (h,),
-        "t_embedder.mlp.2.weight": (h, h), "t_embedder.mlp.2.bias": (h,),
-        "y_embedder.embedding_table.weight": (num_classes + int(null_row), h),
-        "final_layer.linear.weight": (patch * patch * out_ch, h), "final_layer.linear.bias": (patch * patch * out_ch,),
-        "final_layer.adaLN_modulation.1.weight": (2 * h, h), "final_layer.adaLN_modulation.1.bias": (2 * h,),
-    }
-    for i in range(depth):
-        b = f"blocks.{i}."
-        shapes.update({
-            b + "attn.qkv.weight": (3 * h, h), b + "attn.qkv.bias": (3 * h,),
-            b + "attn.proj.weight": (h, h), b + "attn.proj.bias": (h,),
-            b + "mlp.fc1.weight": (m, h), b + "mlp.fc1.bias": (m,),
-            b + "mlp.fc2.weight": (h, m), b + "mlp.fc2.bias": (h,),
-            b + "adaLN_modulation.1.weight": (6 * h, h), b + "adaLN_modulation.1.bias": (6 * h,),
-        })
-    return shapes
 
 
 def test_dit_s2_official_format_loads_strict():

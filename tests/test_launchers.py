@@ -1,22 +1,13 @@
 """Launchers: SLURM through hydra-submitit (config; a real 2-job sweep through its local executor), torchrun."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-LEAN = ["scale=smoke", "trainer.max_epochs=1", "probe.epochs=1", "baselines=false", "resume=never",
-        "trainer.accelerator=cpu"]
-
-
-def _env(tmp_path: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1",
-            "LDAE_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+from helpers import LEAN, subprocess_env
 
 
 def test_slurm_launcher_config_composes():
@@ -53,7 +44,7 @@ def test_run_stamp_is_torchruns_run_id(monkeypatch):
 def test_submitit_local_multirun_runs_two_jobs(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ldae.train", "-m", "hydra/launcher=submitit_local", *LEAN, "seed=0,1",
                         f"hydra.sweep.dir={tmp_path}/sweep", "hydra.launcher.timeout_min=10"],
-                       capture_output=True, text=True, timeout=400, cwd=tmp_path, env=_env(tmp_path))
+                       capture_output=True, text=True, timeout=400, cwd=tmp_path, env=subprocess_env(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     results = sorted((tmp_path / "sweep").glob("*/results.json"))
     assert [p.parent.name for p in results] == ["0_ldae", "1_ldae"]
@@ -66,7 +57,7 @@ def test_torchrun_two_ranks_write_one_run_folder(tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun")
     r = subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", "-m", "ldae.train", *LEAN, "trainer=ddp",
                         "trainer.devices=2"], capture_output=True, text=True, timeout=400, cwd=tmp_path,
-                       env=_env(tmp_path))
+                       env=subprocess_env(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "ldae" / "smoke").iterdir())
     assert len(runs) == 1 and runs[0].name.startswith("torchrun-")

@@ -4,6 +4,7 @@ objective reads the prediction, latent noise in pixels (Fig. 7), the probe's cur
 import numpy as np
 import pytest
 import torch
+from helpers import png_pixels, smooth_images
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -11,16 +12,10 @@ from ldae.pictures import MIN_PX, denoise_panel, latent_noise, pca_bases, probe_
 from ldae.tokenizers import PatchPCA, Pixels
 
 
-def _images(n=64, size=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, size // 4, size // 4, generator=g) * 2 - 1
-    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
 @pytest.fixture(scope="module")
 def pca():
     tok = PatchPCA(4, 8)
-    tok.fit([_images()])
+    tok.fit([smooth_images()])
     return tok
 
 
@@ -59,7 +54,7 @@ def test_denoise_panel_maps_a_perfect_prediction_back_to_the_clean_image(compose
     module = PretrainModule(OmegaConf.to_container(cfg, resolve=True), pca)
     oracle = Oracle()
     monkeypatch.setattr(module, "encoder", lambda use_ema=True: oracle)
-    x = pca.decode(pca.encode(_images(4, seed=1)))  # images the tokenizer represents exactly
+    x = pca.decode(pca.encode(smooth_images(4, seed=1)))  # images the tokenizer represents exactly
     z0 = pca.encode(x)
     eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(3))  # the panel's own noise (seed 3)
     oracle.answer = eps if module.objective.predict == "eps" else x
@@ -70,8 +65,9 @@ def test_denoise_panel_maps_a_perfect_prediction_back_to_the_clean_image(compose
 
 
 def test_latent_noise_and_probe_curve_write_pngs(pca, tmp_path):
-    p = latent_noise(pca, _images(1)[0], [0.0, 0.5, 1.414], tmp_path / "noise.png")
+    p = latent_noise(pca, smooth_images(1)[0], [0.0, 0.5, 1.414], tmp_path / "noise.png")
     with Image.open(p) as im:
         assert im.size[0] > 3 * im.size[1]  # one strip: original + 3 noise levels
     c = probe_curve([{"epoch": 0, "top1": 10.0}, {"epoch": 1, "top1": 20.0}], tmp_path / "curve.png", "t")
-    assert c.stat().st_size > 1000
+    size, px = png_pixels(c)
+    assert size == (462, 330) and px.std() > 0  # figsize (4.2, 3.0) at save_figure's 110 dpi; a drawn curve

@@ -5,9 +5,9 @@ import json
 import statistics
 
 import pytest
-from test_dashboard import load_report
+from helpers import load_script
 
-report = load_report()
+report = load_script("report")
 
 
 def results(name, seed, top1, family="trajectory", **extra):

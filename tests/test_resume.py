@@ -1,12 +1,13 @@
 """Never lose a run: resumable order, kill-and-resume exactness, atomic writes, non-finite losses."""
 
 import json
+import math
 import os
 import signal
 
 import pytest
 import torch
-from conftest import run_cli
+from helpers import run_cli
 
 from ldae.data.sampling import EpochBatchSampler
 from ldae.lit.checkpointing import AtomicCheckpointIO, clean_key, rng_states, set_rng_states
@@ -106,6 +107,7 @@ def uninterrupted(tmp_path_factory):
     return tmp / "ref"
 
 
+@pytest.mark.slow  # training subprocesses, killed and run again
 @pytest.mark.parametrize("every, resumes_at, position", [(1, 6, {"epoch": 1, "consumed": 2}),
                                                          ("null", 4, {"epoch": 0, "consumed": 4})])
 def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(tmp_path, uninterrupted, every, resumes_at,
@@ -195,7 +197,10 @@ def test_nonfinite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpo
     calls["n"] = 0
     res = run(compose("optim.on_nonfinite=skip", "resume=never", "baselines=false"), tmp_path / "skip")
     assert res["skipped_steps"] == 1 and res["steps"] == 8  # the skipped step updates nothing (no gradients)
-    assert res["pretrain_loss"] == pytest.approx(res["pretrain_loss"])  # finite, not NaN
+    assert math.isfinite(res["pretrain_loss"]) and res["pretrain_loss"] > 0  # the NaN step left no trace
+    kept = torch.load(tmp_path / "skip" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert kept["global_step"] == 8
+    assert all(torch.isfinite(v).all() for v in kept["state_dict"].values() if v.is_floating_point())
 
 
 def test_resume_prefers_the_newest_checkpoint(tmp_path, compose):
@@ -283,6 +288,7 @@ def test_explicit_ckpt_path_that_cannot_be_loaded_is_one_clear_error(compose, tm
         resume_point(compose(f"ckpt_path={bad}", f"paths.cache_dir={tmp_path}"), tmp_path / "out")
 
 
+@pytest.mark.slow  # training subprocesses, killed and run again
 def test_sigterm_saves_a_checkpoint_says_how_to_resume_and_exits_143(tmp_path, uninterrupted):
     """SIGTERM at the start of step 5, with epoch-end checkpoints only (the last one at step 4): the step
     that was running ends, is saved (step 6), one line names the checkpoint, exit 143; the same command

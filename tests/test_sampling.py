@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import png_pixels
 
 from ldae.diffusion.objectives import Objective
 from ldae.diffusion.sampling import Denoiser, ddim_sample, ddpm_sample, guide, sample, timesteps
@@ -88,7 +89,8 @@ def test_save_grid(tmp_path):
     from ldae.generation import save_grid
 
     grid = save_grid(torch.rand(6, 3, 8, 8) * 2 - 1, tmp_path / "g.png", nrow=3)
-    assert (tmp_path / "g.png").stat().st_size > 0
+    size, px = png_pixels(tmp_path / "g.png")
+    assert size == (3 * (8 + 2) + 2, 2 * (8 + 2) + 2) and px.std() > 0  # 3 x 2 tiles of 8 px, 2 px padding
     assert grid.shape[0] == 3 and 0 <= float(grid.min()) and float(grid.max()) <= 1
 
 

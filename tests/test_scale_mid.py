@@ -1,5 +1,7 @@
 """scale=mid: one GPU-day on an ImageNet-100-style imagefolder at 128 px with a B-size model."""
 
+from helpers import write_image_folder
+
 from ldae.config import validate
 from ldae.models.registry import lookup
 from ldae.tokenizers import resolve_latent_dim
@@ -8,11 +10,9 @@ from ldae.tokenizers import resolve_latent_dim
 def _fake_imagefolder(root):
     from PIL import Image
 
-    for split in ("train", "val"):
-        for c in (f"n{k:03d}" for k in range(100)):  # ImageNet-100's class count: validate compares it
-            (root / split / c).mkdir(parents=True)
-            Image.new("RGB", (160, 140), (10, 20, 30)).save(root / split / c / "a.JPEG")
-    return root
+    classes = [f"n{k:03d}" for k in range(100)]  # ImageNet-100's class count: validate compares it
+    return write_image_folder(root, classes, 1, lambda split, k, i: Image.new("RGB", (160, 140), (10, 20, 30)),
+                              suffix=".JPEG")
 
 
 def test_mid_scale_composes_and_validates(compose, tmp_path):

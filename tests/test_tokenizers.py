@@ -1,16 +1,10 @@
 import pytest
 import torch
+from helpers import smooth_images
 from omegaconf import OmegaConf
 
 from ldae.tokenizers import PatchPCA, Pixels, build_tokenizer, effective_latent_dim, fit_or_load
 from ldae.tokenizers.patch import patchify, unpatchify
-
-
-def _images(n=64, size=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    # Smooth-ish images so PCA has structure: low-res noise upsampled.
-    x = torch.rand(n, 3, size // 4, size // 4, generator=g) * 2 - 1
-    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def test_patchify_roundtrip_and_order():
@@ -23,14 +17,14 @@ def test_patchify_roundtrip_and_order():
 
 
 def test_pca_exact_when_d_equals_D():
-    x = _images()
+    x = smooth_images()
     pca = PatchPCA(4, 48)
     pca.fit([x[:32], x[32:]])
     assert torch.allclose(pca.decode(pca.encode(x)), x, atol=1e-4)
 
 
 def test_pca_basis_orthonormal_sorted_and_shapes():
-    x = _images()
+    x = smooth_images()
     pca = PatchPCA(4, 6)
     stats = pca.fit([x])
     V = pca.basis()
@@ -44,7 +38,7 @@ def test_pca_basis_orthonormal_sorted_and_shapes():
 
 
 def test_pca_global_scaling_gives_unit_average_variance():
-    x = _images(256)
+    x = smooth_images(256)
     pca = PatchPCA(4, 4, scaling="global")
     pca.fit([x])
     z = pca.encode(x)
@@ -55,7 +49,7 @@ def test_pca_global_scaling_gives_unit_average_variance():
 
 
 def test_pca_reconstruction_error_decreases_with_d():
-    x = _images(128)
+    x = smooth_images(128)
     errs = []
     for d in (1, 4, 16, 48):
         pca = PatchPCA(4, d)
@@ -65,7 +59,7 @@ def test_pca_reconstruction_error_decreases_with_d():
 
 
 def test_pca_streaming_fit_equals_one_shot():
-    x = _images(96)
+    x = smooth_images(96)
     a, b = PatchPCA(4, 8), PatchPCA(4, 8)
     a.fit([x])
     b.fit([x[:40], x[40:70], x[70:]])
@@ -95,7 +89,7 @@ def test_build_and_cache(tmp_path):
                             "center": True, "scaling": "global", "num_patches": 10000, "seed": 0})
     tok = build_tokenizer(cfg)
     assert tok.latent_dim == 8
-    x = _images()
+    x = smooth_images()
     calls = []
 
     def batches():

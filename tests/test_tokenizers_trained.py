@@ -4,6 +4,7 @@ import socket
 
 import pytest
 import torch
+from helpers import load_script, smooth_images
 from omegaconf import OmegaConf
 
 from ldae.config import ConfigError, validate
@@ -16,12 +17,6 @@ TINY_VQGAN = {"name": "vqgan", "patch_size": 4, "dit_patch": 2, "latent_dim": 8,
               "perceptual": {"weight": 1.0, "random_backbone": True},
               "adversarial": {"weight": 0.5, "start": 4, "channels": 8, "layers": 1},
               "train_steps": 12, "lr": 2e-3, "betas": [0.5, 0.9], "seed": 0, "accelerator": "cpu"}
-
-
-def _images(n=64, size=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, size // 4, size // 4, generator=g) * 2 - 1
-    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _loader(x, bs=16):
@@ -60,7 +55,7 @@ def test_pca_top_d_subspace_matches_float64_eigh():
 
 
 def test_pca_whitening_gives_unit_variance_per_component():
-    x = _images(256)
+    x = smooth_images(256)
     pca = PatchPCA(4, 6, scaling="whiten")
     pca.fit([x])
     z = pca.encode(x)
@@ -77,7 +72,7 @@ def test_patch_autoencoders_train_and_normalise(name):
            "kl_weight": 1e-6, "normalize": "scale", "posterior": "sample", "train_steps": 40, "lr": 3e-3,
            "betas": [0.9, 0.999], "seed": 0, "accelerator": "cpu"}
     tok = build_tokenizer(OmegaConf.create(cfg))
-    x = _images(128)
+    x = smooth_images(128)
     stats = tok.fit(_loader(x))
     assert stats["loss_last"] < 0.5 * stats["loss_first"]
     assert ("kl" in stats["loss_terms"]) == (name == "patch_vae")
@@ -90,7 +85,7 @@ def test_patch_autoencoders_train_and_normalise(name):
 
 
 def test_vqgan_trains_and_zero_weights_remove_terms(no_network):
-    x = _images(64)
+    x = smooth_images(64)
     tok = build_tokenizer(OmegaConf.create(TINY_VQGAN))
     assert tok.latent_channels == 2 and tok.latent_dim == 8 and tok.stride == 2
     stats = tok.fit(_loader(x))
@@ -119,7 +114,7 @@ def test_sd_vae_folder_loads_as_vqgan(tmp_path, no_network):
                         block_out_channels=(8, 16), layers_per_block=1, latent_channels=2, norm_num_groups=4)
     ref.save_pretrained(tmp_path / "sd-vae")
     tok = build_tokenizer(OmegaConf.create({**TINY_VQGAN, "pretrained_path": str(tmp_path / "sd-vae")}))
-    x = _images(32)
+    x = smooth_images(32)
     stats = tok.fit(_loader(x))
     assert stats["pretrained"] and "train_steps" not in stats  # public weights are used as they are
     tok.eval()
@@ -149,7 +144,7 @@ def test_lpips_loads_local_weights(tmp_path):
     torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(LPIPS.WIDTHS)}, tmp_path / "lin.pth")
     lp = LPIPS(str(tmp_path / "vgg.pth"), str(tmp_path / "lin.pth"))
     assert not lp.random_backbone
-    x = _images(2)
+    x = smooth_images(2)
     assert float(lp(x, x).abs().max()) == 0.0 and float(lp(x, -x).min()) > 0
 
 
@@ -171,7 +166,7 @@ def test_lpips_heads_default_to_torchmetrics_file(tmp_path, compose):
     ours = LPIPS(str(tmp_path / "vgg16.pth"), None)
     shipped = torch.load(heads, map_location="cpu", weights_only=True)
     assert all(torch.equal(ours.lins[i].weight, shipped[f"lin{i}.model.1.weight"]) for i in range(5))
-    x, y = _images(3), _images(3, seed=1)
+    x, y = smooth_images(3), smooth_images(3, seed=1)
     with torch.no_grad():
         want = ref(x, y, normalize=False).flatten()
     assert torch.allclose(ours(x, y), want, rtol=1e-4, atol=1e-6) and float(want.min()) > 0
@@ -213,14 +208,7 @@ def test_every_tokenizer_composes_at_every_scale(compose):
 
 
 def test_bench_pca_runs():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "experiments" / "bench_pca.py"
-    spec = importlib.util.spec_from_file_location("bench_pca", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    r = mod.bench_pca(patches=4096, image_size=32, patch=8, batch_images=16, repeats=1)
+    r = load_script("bench_pca").bench_pca(patches=4096, image_size=32, patch=8, batch_images=16, repeats=1)
     assert r["patches"] >= 4096 and r["fit_s"] > 0 and r["cov_product_f32_s"] > 0
 
 
@@ -231,7 +219,7 @@ def test_other_ranks_wait_for_rank_zero_artifact(tmp_path):
 
     cfg = OmegaConf.create({"name": "patch_pca", "patch_size": 4, "latent_dim": 8, "latent_units": "absolute",
                             "center": True, "scaling": "global", "num_patches": 10000, "seed": 0})
-    x = _images()
+    x = smooth_images()
     out = {}
     waiter = threading.Thread(target=lambda: out.update(r=fit_or_load(build_tokenizer(cfg), lambda: [x], {"d": 1},
                                                                        str(tmp_path), timeout_s=60, rank=1)))

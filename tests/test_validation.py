@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from helpers import load_script, run_cli, write_image_folder
 
 from ldae.config import ConfigError
 
@@ -129,21 +129,15 @@ def test_image_objectives_need_a_decoder(compose, monkeypatch):
     validate(compose("tokenizer=patch_pca", "target=eps"))  # a latent objective needs no decoder
 
 
-def _png(path: Path, seed: int) -> None:
+def _folder(root: Path, classes=("a", "b"), per_class=3) -> Path:
+    """Random 24 x 20 RGB PNGs, the same in both splits."""
     from PIL import Image
 
-    g = torch.Generator().manual_seed(seed)
-    arr = torch.randint(0, 255, (20, 24, 3), generator=g, dtype=torch.uint8).numpy()
-    Image.fromarray(arr).save(path)
+    def draw(split, k, i):
+        g = torch.Generator().manual_seed(10 * k + i)
+        return Image.fromarray(torch.randint(0, 255, (20, 24, 3), generator=g, dtype=torch.uint8).numpy())
 
-
-def _folder(root: Path, classes=("a", "b"), per_class=3) -> Path:
-    for split in ("train", "val"):
-        for k, c in enumerate(classes):
-            (root / split / c).mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                _png(root / split / c / f"{i}.png", 10 * k + i)
-    return root
+    return write_image_folder(root, classes, per_class, draw)
 
 
 def test_corrupt_images_are_skipped_and_counted(tmp_path, caplog):
@@ -253,13 +247,7 @@ def test_shapes_class_count_is_the_shapes_module():
 # ---------------------------------------------------------------------------------------------- trajectory.py
 
 def _trajectory():
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "experiments" / "trajectory.py"
-    spec = importlib.util.spec_from_file_location("trajectory_app", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("trajectory", "trajectory_app")
 
 
 TRAJECTORY_BAD = [
@@ -355,9 +343,7 @@ def test_probe_without_a_checkpoint_is_one_line(capsys):
 # ---------------------------------------------------------------------------------------------- report.py
 
 def _report():
-    from test_dashboard import load_report
-
-    return load_report()
+    return load_script("report")
 
 
 def _results(root: Path, name: str, res) -> None:

@@ -4,6 +4,7 @@ failing wandb never stops a run, and that the sweep presets (table2, trajectory,
 import logging
 
 import pytest
+from helpers import read_offline_run
 from omegaconf import OmegaConf
 
 from ldae.run_identity import identity
@@ -146,8 +147,6 @@ def test_a_wandb_that_fails_mid_run_never_stops_training(compose, tmp_path, monk
 def test_set_summary_writes_the_fixed_names(compose, tmp_path):
     """The summary holds the given final values (gen/fid too, a number only: "no FID weights" is skipped)."""
     pytest.importorskip("wandb")
-    from test_dashboard import read_offline_run
-
     from ldae.wandb_logger import finish, make_wandb_logger, set_summary
 
     lg = make_wandb_logger(compose("logger=wandb", "logger.mode=offline"), tmp_path, "pretrain")
