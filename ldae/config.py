@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ldae.errors import ConfigError  # noqa: F401  raised here, and imported from here by the CLIs and tests
+
 
 def _conf_dir() -> Path:
     """The config tree: `ldae/conf` inside an installed wheel (the build maps the repo's `conf/` there);
@@ -19,10 +21,6 @@ def _conf_dir() -> Path:
 
 
 CONF_DIR = _conf_dir()
-
-
-class ConfigError(ValueError):
-    """A bad config value. The message's first line names the value and what is allowed."""
 
 
 def searchpath_dirs(overrides: list[str]) -> list[Path]:
