@@ -206,7 +206,7 @@ def validate(cfg: DictConfig) -> None:
              f"model.class_cond=true needs labels, but data.labels=false for data={d.name}; "
              "set model.class_cond=false")
     pd = cfg.get("probe_data")
-    if pd is not None:  # the probe's own labelled set (ldae/stages.py probe_data_config)
+    if pd is not None:  # the probe's own labelled set (ldae/evaluation.py probe_data_config)
         _check_part(pd, "probe_data", DATASETS)
         _require(bool(pd.get("labels", True)), f"probe_data.labels=false: the probe needs labelled images "
                  f"(probe_data={pd.name}); give a labelled dataset")

@@ -32,7 +32,7 @@ def user(tmp_path, monkeypatch):
 
 def test_plugin_tokenizer_and_dataset_train_and_probe(user, tmp_path, monkeypatch):
     from ldae.config import compose_config, precheck_cli
-    from ldae.probe import evaluate
+    from ldae.evaluation import evaluate_checkpoint
     from ldae.resume import fingerprint
     from ldae.train import run
 
@@ -60,7 +60,7 @@ def test_plugin_tokenizer_and_dataset_train_and_probe(user, tmp_path, monkeypatc
     assert data_fingerprint(cfg.data)["plugin"] == {"target": "mypkg.data.Stripes", "args": {"n": 96}}
     # ldae-probe rebuilds both parts from the checkpoint's config.
     ecfg = compose_config([f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"], "eval")
-    r = evaluate(ecfg, tmp_path / "probe")
+    r = evaluate_checkpoint(ecfg, tmp_path / "probe")
     assert 0 <= r["probe_top1"] <= 100
 
 
