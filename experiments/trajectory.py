@@ -335,7 +335,7 @@ def run_baselines(row: str, seeds: list[int], out: Path, overrides: list[str]) -
     """Raw pixels and a random encoder, probed once per seed with `row`'s config: {name: [top-1 per seed]}."""
     import json
 
-    from ldae.stages import baseline_probes
+    from ldae.evaluation import baseline_probes
 
     found: dict[str, list[float]] = {"pixels": [], "random": []}
     for seed in seeds:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ldae.errors import ConfigError  # noqa: F401  raised here, and imported from here by the CLIs and tests
+
 
 def _conf_dir() -> Path:
     """The config tree: `ldae/conf` inside an installed wheel (the build maps the repo's `conf/` there);
@@ -19,10 +21,6 @@ def _conf_dir() -> Path:
 
 
 CONF_DIR = _conf_dir()
-
-
-class ConfigError(ValueError):
-    """A bad config value. The message's first line names the value and what is allowed."""
 
 
 def searchpath_dirs(overrides: list[str]) -> list[Path]:
@@ -210,7 +208,7 @@ def validate(cfg: DictConfig) -> None:
              f"model.class_cond=true needs labels, but data.labels=false for data={d.name}; "
              "set model.class_cond=false")
     pd = cfg.get("probe_data")
-    if pd is not None:  # the probe's own labelled set (ldae/stages.py probe_data_config)
+    if pd is not None:  # the probe's own labelled set (ldae/evaluation.py probe_data_config)
         _check_part(pd, "probe_data", DATASETS)
         _require(bool(pd.get("labels", True)), f"probe_data.labels=false: the probe needs labelled images "
                  f"(probe_data={pd.name}); give a labelled dataset")

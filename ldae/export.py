@@ -1,256 +1,23 @@
-"""Export the encoder as a plain timm `VisionTransformer` with the adaLN modulation folded in at a fixed t.
+"""`ldae-export`: the encoder as a plain timm `VisionTransformer` with the adaLN modulation folded in at a fixed t.
 
     ldae-export ckpt_path=RUN/checkpoints/last.ckpt t=10 out=encoder_t10.pth [block=N] [use_ema=true]
     (or python -m ldae.export ...)
 
-With t fixed, the t-MLP (and a class-conditional model's null-class embedding) is a constant c, so every
-block's shift/scale/gate are constants too (PAPER.md 2.4): `norm(x) * (1 + scale) + shift` becomes a
-LayerNorm with weight 1 + scale and bias shift, and `gate * proj(.)` becomes proj with its weight rows and
-bias scaled by gate. The rest maps one to one: the patch embedding (timm's PatchEmbed in both), the fixed
-sin-cos positional embedding (copied into timm's pos_embed), qkv and the MLP. The features are the global
-average of the last block's tokens, with no final norm (our encoder has none): timm's `class_token=False,
-global_pool='avg', final_norm=False`. The GELU is the tanh approximation, as in DiT.
-
-Input (`input=`): `image` (default) folds the tokenizer into the patch embedding as well, so the exported
-ViT reads the plain image in [-1, 1]: for a patch tokenizer (PCA, patch AE, patch VAE) the clean network
-input of one token's pixels -- its latent, or its projection back to pixels -- is an affine map of them,
-and so is the patch embedding after it; the composition is one conv with the token's pixel side as its
-kernel (found exactly by probing the map with basis images, then checked on random images). A tokenizer
-that is not such a map (the conv VAE) is refused in one line: `input=network` exports the ViT on the
-encoder's own network input (the latent map, or the projected image), as before.
-
-Output (`out=`): a folder that plain timm loads, `timm.create_model("local-dir:OUT", pretrained=True)`
-(timm's save_for_hf layout: model.safetensors, config.json with the pretrained_cfg, plus a README.md model
-card); or, when OUT ends in .pth, the state dict (loads with `weights_only=True`) and OUT.json (the timm
-constructor arguments and the t it was folded at).
+The fold is ldae.models.timm_vit; the input fold (`input=image|network`) and the output (`out=FOLDER` for a
+timm local-dir folder with a model card, `out=FILE.pth` for the state dict and FILE.pth.json) are
+ldae.timm_export.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import shlex
 import sys
 from pathlib import Path
 
-import torch
-from timm.models.vision_transformer import VisionTransformer
-
-from ldae.models.dit import DiT
-
-
-def vit_kwargs(backbone: DiT, depth: int | None = None) -> dict:
-    """timm VisionTransformer arguments that reproduce the first `depth` blocks of `backbone` (plain data)."""
-    blk = backbone.blocks[0]
-    return {"img_size": backbone.grid * backbone.patch_size, "patch_size": backbone.patch_size,
-            "in_chans": backbone.in_channels, "num_classes": 0, "global_pool": "avg",
-            "embed_dim": backbone.hidden_size, "depth": backbone.encoder_depth if depth is None else depth,
-            "num_heads": backbone.num_heads, "mlp_ratio": blk.mlp.fc1.out_features / backbone.hidden_size,
-            "qkv_bias": True, "class_token": False, "no_embed_class": False, "pos_embed": "learn",
-            "final_norm": False, "fc_norm": False, "act_layer": "gelu_tanh"}
-
-
-def build_vit(kwargs: dict, **overrides) -> VisionTransformer:
-    return VisionTransformer(**{**kwargs, **overrides})
-
-
-@torch.no_grad()
-def fold_encoder(backbone: DiT, t: int, depth: int | None = None) -> tuple[dict, dict]:
-    """(timm state dict, timm kwargs) of the encoder at timestep t (a class-conditional model: the null class)."""
-    kwargs = vit_kwargs(backbone, depth)
-    if not 1 <= kwargs["depth"] <= backbone.depth:
-        raise ValueError(f"block={depth} is out of range; allowed: 1..{backbone.depth} (the model depth)")
-    was = backbone.training
-    backbone.eval()  # no label dropout while computing the constant condition
-    c = backbone.condition(torch.tensor([t], device=backbone.pos_embed.device))  # (1, C)
-    backbone.train(was)
-    emb = backbone.x_embedder.proj
-    sd = {"pos_embed": backbone.pos_embed.detach().clone(),  # (1, N, D) fixed sin-cos
-          "patch_embed.proj.weight": emb.weight.detach().clone(), "patch_embed.proj.bias": emb.bias.detach().clone()}
-    for i, blk in enumerate(backbone.blocks[: kwargs["depth"]]):
-        mod = blk.adaLN_modulation(c)[0].double()  # (6D,)
-        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6)  # 6 x (D,)
-        p = f"blocks.{i}."
-        for norm, shift, scale in (("norm1", shift1, scale1), ("norm2", shift2, scale2)):
-            sd[p + norm + ".weight"] = (1 + scale).float()
-            sd[p + norm + ".bias"] = shift.float()
-        sd[p + "attn.qkv.weight"] = blk.attn.qkv.weight.detach().clone()
-        sd[p + "attn.qkv.bias"] = blk.attn.qkv.bias.detach().clone()
-        sd[p + "mlp.fc1.weight"] = blk.mlp.fc1.weight.detach().clone()
-        sd[p + "mlp.fc1.bias"] = blk.mlp.fc1.bias.detach().clone()
-        for lin, gate in (("attn.proj", gate1), ("mlp.fc2", gate2)):
-            layer = blk.get_submodule(lin)
-            sd[p + lin + ".weight"] = (gate[:, None] * layer.weight.double()).float()  # (D_out, D_in) rows x gate
-            sd[p + lin + ".bias"] = (gate * layer.bias.double()).float()
-    return sd, kwargs
-
-
-EXPORT_INPUTS = ("image", "network")
-
-
-@torch.no_grad()
-def fold_input(module, clean_input: str = "projected") -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight (E, 3, S, S), bias (E,)): the patch embedding of the clean network input as one conv on the
-    image, S = the pixels of one token. Raises ValueError when the tokenizer is not a per-token affine map."""
-    from ldae.lit.probe import clean_network_input
-
-    backbone, tok, obj = module.encoder(True), module.tokenizer, module.objective
-    size = int(module.cfg.data.image_size)
-    side = size // backbone.grid
-    tok64, proj64 = copy.deepcopy(tok).double().eval(), copy.deepcopy(backbone.x_embedder.proj).double()
-
-    def embed(images):  # (B, 3, H, W) -> (B, E, H/S, W/S)
-        return proj64(clean_network_input(images, tok64, obj, clean_input))
-
-    n_in = 3 * side * side
-    basis = torch.cat([torch.zeros(1, n_in), torch.eye(n_in)]).double().view(-1, 3, side, side)  # (1 + n, 3, S, S)
-    out = torch.cat([embed(b) for b in basis.split(256)]).flatten(1)  # (1 + n, E)
-    bias = out[0]
-    weight = (out[1:] - bias).T.reshape(-1, 3, side, side)  # (E, 3, S, S)
-    x = torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
-    want = embed(x)
-    got = torch.nn.functional.conv2d(x, weight, bias, stride=side)
-    if got.shape != want.shape or (got - want).abs().max() > 1e-6 * max(1.0, float(want.abs().max())):
-        raise ValueError(f"input=image needs a tokenizer that is a per-patch linear map (patch_pca, patch_ae, "
-                         f"patch_vae, none), not tokenizer '{module.cfg.tokenizer.name}'; allowed: input=network "
-                         f"(the ViT on the encoder's own input, the latent map)")
-    return weight.float(), bias.float()
-
-
-def _load_module(ckpt_path: str):
-    from ldae.lit.pretrain import PretrainModule
-    from ldae.probe import load_checkpoint_config
-
-    ckpt, config = load_checkpoint_config(ckpt_path)
-    module = PretrainModule(config)
-    module.load_state_dict(ckpt["state_dict"])
-    return module.eval(), config
-
-
-def export_checkpoint(ckpt_path: str, t: int, out: str | Path, block: int | None = None,
-                      use_ema: bool = True, input: str = "image", command: str | None = None) -> dict:
-    """Fold the encoder of a pretraining checkpoint at t and write OUT: a timm folder, or OUT.pth + OUT.pth.json.
-    Returns the record (timm kwargs, t, input, ...)."""
-    if input not in EXPORT_INPUTS:
-        raise ValueError(f"unknown input '{input}'; allowed: {', '.join(EXPORT_INPUTS)}")
-    module, config = _load_module(ckpt_path)
-    backbone = module.encoder(use_ema)
-    sd, kwargs = fold_encoder(backbone, t, block)
-    clean_input = (config.get("probe") or {}).get("clean_input", "projected")
-    if input == "image":
-        w, b = fold_input(module, clean_input)
-        sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"] = w, b
-        kwargs = {**kwargs, "img_size": int(config["data"]["image_size"]), "patch_size": w.shape[-1], "in_chans": 3}
-    record = {"timm_kwargs": kwargs, "t": t, "ckpt_path": str(ckpt_path), "use_ema": use_ema, "input": input,
-              "network_input": module.objective.input, "clean_input": clean_input,
-              "experiment": config.get("name"), "block": block}
-    out = Path(out)
-    if out.suffix == ".pth":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(sd, out)
-        out.with_name(out.name + ".json").write_text(json.dumps(record, indent=2) + "\n")
-        return record
-    write_timm_folder(sd, kwargs, out, record, config, image_input=input == "image" or record["network_input"] == "image",
-                      command=command)
-    return record
-
-
-def write_timm_folder(sd: dict, kwargs: dict, out: Path, record: dict, config: dict, image_input: bool,
-                      command: str | None = None) -> None:
-    """timm's own save_for_hf layout (model.safetensors + config.json), then our model card (README.md)."""
-    import timm
-    from timm.models import save_for_hf
-
-    # Any registered ViT name: config.json's model_args rebuild our exact architecture on load.
-    vit = timm.create_model("vit_base_patch16_224", pretrained=False, **kwargs)
-    vit.load_state_dict(sd, strict=True)
-    # Images in [-1, 1] are timm's [0, 1] normalised by mean = std = 0.5; a latent map is read as it is.
-    norm = (0.5, 0.5, 0.5) if image_input else (0.0,) * kwargs["in_chans"]
-    std = (0.5, 0.5, 0.5) if image_input else (1.0,) * kwargs["in_chans"]
-    crop = config.get("data", {}).get("crop", "center")
-    data_cfg = {"mean": norm, "std": std, "crop_pct": 1.0, "interpolation": "bicubic",
-                "input_size": (kwargs["in_chans"], kwargs["img_size"], kwargs["img_size"])}
-    tag = f"ldae-{record['experiment']}-t{record['t']}"
-    save_for_hf(vit, str(out), safe_serialization=True, data_config=data_cfg,
-                model_config={"pretrained_cfg": {"tag": tag, "license": "apache-2.0"}})
-    (out / "ldae_export.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "README.md").write_text(model_card(record, config, image_input, command, crop))
-
-
-def _run_results(ckpt_path: str) -> dict:
-    """results.json of the run the checkpoint came from (RUN/checkpoints/last.ckpt -> RUN/results.json)."""
-    path = Path(ckpt_path).resolve().parent.parent / "results.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _train_command(ckpt_path: str) -> str | None:
-    overrides = Path(ckpt_path).resolve().parent.parent / ".hydra" / "overrides.yaml"
-    try:
-        from omegaconf import OmegaConf
-
-        return "ldae-train " + " ".join(shlex.quote(str(o)) for o in OmegaConf.load(overrides))
-    except Exception:  # noqa: BLE001 - a run folder without Hydra's record: the card says so
-        return None
-
-
-def model_card(record: dict, config: dict, image_input: bool, command: str | None, crop: str) -> str:
-    res = _run_results(record["ckpt_path"])
-    kw = record["timm_kwargs"]
-    probe = {k: res[k] for k in ("probe_top1", "baseline_pixels_top1", "baseline_random_top1") if k in res}
-    probe_lines = "\n".join(f"| {k} | {v} |" for k, v in probe.items()) or "| (no results.json beside the checkpoint) | |"
-    if record["input"] == "image":
-        inp = ("the plain image: RGB in [-1, 1] (timm's [0, 1] input normalised by mean = std = 0.5), "
-               f"{kw['img_size']} px; the tokenizer's per-patch projection is folded into the patch embedding")
-    elif image_input:
-        inp = f"the encoder's network input: the tokenizer's projection of the image, in [-1, 1], {kw['img_size']} px"
-    else:
-        inp = (f"the encoder's network input: the tokenizer's latent map ({kw['in_chans']} channels, "
-               f"{kw['img_size']} x {kw['img_size']}), not an image: encode images with the run's tokenizer first")
-    train = _train_command(record["ckpt_path"]) or "(the run folder holds no .hydra/overrides.yaml)"
-    return f"""---
-license: apache-2.0
-library_name: timm
-tags: [image-feature-extraction, timm, ldae, self-supervised]
----
-# {record['experiment']} encoder at t = {record['t']} (ldae)
-
-The encoder of a DiT pretrained with ldae, with its adaLN modulation folded at timestep t = {record['t']} into a plain
-timm `VisionTransformer` (no class token, average pooling, no final norm, GELU tanh): `num_classes=0` gives the
-{kw['embed_dim']}-d features the run's linear probe read.
-
-```python
-import timm
-model = timm.create_model("local-dir:PATH", pretrained=True)  # PATH: this folder
-features = model(images)  # (B, {kw['embed_dim']})
-```
-
-- **Paper**: Chen, Liu, Xie, He, *Deconstructing Denoising Diffusion Models for Self-Supervised Learning*,
-  2024, arXiv:2401.14404.
-- **Trajectory row / experiment**: `{record['experiment']}` (scale `{config.get('scale_name')}`, data
-  `{config.get('data', {}).get('name')}`, tokenizer `{config.get('tokenizer', {}).get('name')}`, network input
-  `{record['network_input']}`), depth {kw['depth']} of the encoder, EMA weights: {record['use_ema']}.
-- **Input**: {inp}. The run's images were {crop}-cropped to {kw['img_size']} px.
-- **t**: {record['t']} (the conditioning timestep; the probe's default t is 10).
-
-| the run's probe (top-1, %) | |
-|---|---|
-{probe_lines}
-
-Made by:
-
-```bash
-{train}
-{command or 'ldae-export ckpt_path=' + record['ckpt_path'] + ' t=' + str(record['t'])}
-```
-"""
+from ldae.config import ConfigError, fail
 
 
 def cli(argv: list[str] | None = None) -> None:
-    from ldae.config import ConfigError, fail
-
     argv = sys.argv[1:] if argv is None else argv
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     allowed = {"ckpt_path", "t", "out", "block", "use_ema", "input"}
@@ -261,6 +28,8 @@ def cli(argv: list[str] | None = None) -> None:
         if "ckpt_path" not in args or "out" not in args:
             raise ConfigError("missing required value: give ckpt_path=CKPT and out=FOLDER or out=FILE.pth (t=10 by default)")
         block = None if args.get("block", "null") == "null" else int(args["block"])
+        from ldae.timm_export import export_checkpoint  # torch and timm load after the arguments are checked
+
         rec = export_checkpoint(args["ckpt_path"], int(args.get("t", 10)), args["out"], block,
                                 args.get("use_ema", "true").lower() == "true", args.get("input", "image"),
                                 command="ldae-export " + " ".join(shlex.quote(a) for a in argv))

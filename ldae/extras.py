@@ -8,6 +8,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ldae.errors import ConfigError
+
 # extra -> (the module it provides, the distribution that provides it)
 EXTRAS = {
     "optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
@@ -33,8 +35,6 @@ def has_extra(extra: str) -> bool:
 
 def require_extra(extra: str, feature: str) -> None:
     """Raise ConfigError naming the extra that `feature` (as the user typed it) needs, if it is missing."""
-    from ldae.config import ConfigError
-
     if not has_extra(extra):
         raise ConfigError(f"{feature} needs the '{extra}' extra ({EXTRAS[extra][1]}): pip install ldae[{extra}]")
 

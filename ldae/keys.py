@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from ldae.errors import ConfigError
+
 _TYPE = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "list": "a list"}
 
 
@@ -256,8 +258,6 @@ def check(cfg, table: dict[str, Key], what: str = "") -> None:
     """Raise ConfigError for the first leaf of `cfg` whose value its declaration refuses (undeclared keys are
     the test's business: a user's `+key=` is a plug-in's argument)."""
     from omegaconf import OmegaConf
-
-    from ldae.config import ConfigError
 
     for key, parent, name in _leaf_nodes(cfg):
         decl = declaration(key, table)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 
-from ldae.config import ConfigError
+from ldae.errors import ConfigError
 
 # ldae's keys of each group (conf/<group>/*.yaml); the rest of a plug-in node is its own arguments.
 OWN_KEYS = {

@@ -8,171 +8,19 @@ and its top-1 (`probe_top1` for linear, `knn_top1`, `finetune_top1`).
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ldae.config import CONF_DIR, ConfigError, fail, validate
-from ldae.utils.io import DiskFullError, atomic_write_json
-
-
-def load_checkpoint_config(ckpt_path: str) -> tuple[dict, dict]:
-    import torch
-
-    if not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a checkpoint written by ldae-train "
-                          f"(RUN_DIR/checkpoints/last.ckpt)")
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, random bytes, text, a pickle of foreign objects
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ConfigError(f"ckpt_path={ckpt_path} cannot be read as a checkpoint ({type(e).__name__}: "
-                          f"{first[:160]}); give a checkpoint written by ldae-train (RUN_DIR/checkpoints/last.ckpt)")
-    if not isinstance(ckpt, dict):
-        raise ConfigError(f"ckpt_path={ckpt_path} holds a {type(ckpt).__name__}, not a checkpoint: was it written "
-                          f"by ldae-train?")
-    config = (ckpt.get("hyper_parameters") or {}).get("config")
-    if config is None:
-        hint = (" It is an official DiT checkpoint: add official=dit official.vae_path=/path/sd-vae and probe_data=..."
-                if official_state_dict(ckpt) is not None else "")
-        raise ConfigError(f"ckpt_path={ckpt_path} holds no ldae config: was it written by ldae-train?{hint}")
-    return ckpt, config
+from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli
+from ldae.utils.io import DiskFullError
 
 
-def official_state_dict(ckpt: dict) -> dict | None:
-    """The DiT weights of an official checkpoint: the file itself (DiT's released EMA weights) or a DiT
-    training checkpoint's "ema" entry; None when `ckpt` is neither."""
-    for sd in (ckpt.get("ema"), ckpt):
-        if isinstance(sd, dict) and "x_embedder.proj.weight" in sd and "y_embedder.embedding_table.weight" in sd:
-            return sd
-    return None
-
-
-def official_run_config(cfg: DictConfig) -> DictConfig:
-    """The ldae run config of the network an official DiT checkpoint holds (conf/official/dit.yaml): the preset's
-    train overrides, its SD-VAE folder as the tokenizer's public weights, and the probe of this command."""
-    from ldae.config import compose_config
-
-    off = cfg.official
-    if cfg.get("probe_data") is None:
-        raise ConfigError("official=dit needs probe_data=NAME (e.g. probe_data=imagefolder probe_data.root=/imagenet): "
-                          "an official checkpoint carries no data")
-    overrides = [*off.run, *off.extra_run, f"tokenizer.pretrained_path={off.vae_path}"]
-    try:
-        run_cfg = compose_config(overrides)
-    except Exception as e:  # a bad official.extra_run entry
-        raise ConfigError(f"official.run/extra_run do not compose ({str(e).strip().splitlines()[0][:200]})") from None
-    OmegaConf.set_struct(run_cfg, False)
-    run_cfg.probe = cfg.probe
-    run_cfg.probe.t_offset = int(off.t_offset)
-    run_cfg.probe_data = cfg.probe_data
-    return run_cfg
-
-
-def load_official(module, ckpt: dict, latent_scale: float) -> None:
-    """Official weights into `module`: the DiT (strict: every name and shape, also into the EMA copy the probe
-    reads), the SD-VAE from its folder, and DiT's fixed latent factor instead of a measured one."""
-    sd = official_state_dict(ckpt)
-    try:
-        module.backbone.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise ConfigError(f"the official checkpoint does not match official.run's network "
-                          f"({str(e).strip().splitlines()[1 if len(str(e).splitlines()) > 1 else 0].strip()[:200]}); "
-                          f"set the network with official.extra_run=['model.name=DiT-B/2',...]") from None
-    if module.ema is not None:
-        module.ema.module.load_state_dict(sd, strict=True)
-    tok = module.tokenizer
-    tok.prepare()  # the public VAE weights
-    tok.norm.shift.zero_()
-    tok.norm.scale.fill_(float(latent_scale))
-    tok.fitted.fill_(True)
-
-
-# Probe keys added after some checkpoints were written, with the values that reproduce what those runs did
-# (their base_lr was used as given, their augmentation cropped at scale 0.2).
-PROBE_KEYS_ADDED = {"name": "linear", "pool": "avg", "lr_source": "custom",
-                    "lr_presets": {"mae": 0.1, "paper_printed": 1.0e-4}, "disk_cache": True, "crop_min_scale": 0.2,
-                    "t_offset": 0}
-
-
-def upgrade_stored_config(stored: dict) -> dict:
-    """A checkpoint's config with the probe keys it predates filled in (old checkpoints stay evaluable)."""
-    probe = stored.get("probe")
-    if isinstance(probe, dict):
-        stored = {**stored, "probe": {**PROBE_KEYS_ADDED, **probe}}
-    target = stored.get("target")
-    if isinstance(target, dict):  # target.output_basis came later; before it every output was in pixels
-        stored = {**stored, "target": {"output_basis": "pixels", **target}}
-    return {"online_probe": {"enabled": False, "t": 10, "lr": 1.0e-3}, "probe_data": None, **stored}
-
-
-def evaluate(cfg: DictConfig, output_dir: str | Path, probe_overrides: list[str] | None = None,
-             whole_probe: bool = False) -> dict:
-    """Probe the checkpoint `cfg.ckpt_path`. probe_overrides: `probe.KEY=VALUE` applied to the stored recipe."""
-    from ldae.evaluation import run_protocol
-    from ldae.lit.pretrain import PretrainModule
-
-    t0 = time.time()
-    if cfg.get("official") is not None:
-        return _evaluate_official(cfg, Path(output_dir), t0)
-    ckpt, stored = load_checkpoint_config(cfg.ckpt_path)
-    run_cfg = OmegaConf.create(upgrade_stored_config(stored))
-    if whole_probe:
-        run_cfg.probe = cfg.probe
-    else:
-        for ov in probe_overrides or []:
-            key, value = ov.split("=", 1)
-            OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), merge=False)
-    if cfg.get("probe_data") is not None:  # another labelled set than the run's (read at its input size)
-        run_cfg.probe_data = cfg.probe_data
-    OmegaConf.set_struct(run_cfg, True)
-    run_cfg.logger = cfg.logger
-    validate(run_cfg)
-    module = PretrainModule(OmegaConf.to_container(run_cfg, resolve=True))
-    module.load_state_dict(ckpt["state_dict"])
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(run_cfg, out / "config.yaml", resolve=True)
-    res = run_protocol(run_cfg, module, out, baselines=bool(cfg.baselines))
-    results = {"experiment": run_cfg.name, "scale": run_cfg.scale_name, "seed": int(run_cfg.seed),
-               "ckpt_path": str(cfg.ckpt_path), "pretrain_step": int(ckpt.get("global_step", -1)),
-               **res, "wall_s": time.time() - t0}
-    atomic_write_json(out / "results.json", results)
-    return results
-
-
-def _evaluate_official(cfg: DictConfig, out: Path, t0: float) -> dict:
-    import torch
-
-    from ldae.evaluation import run_protocol
-    from ldae.lit.pretrain import PretrainModule
-
-    if not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give an official DiT checkpoint file")
-    try:
-        ckpt = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} cannot be read ({type(e).__name__}); give an official DiT "
-                          f"checkpoint (a state dict)") from None
-    if not isinstance(ckpt, dict) or official_state_dict(ckpt) is None:
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not an official DiT checkpoint (no x_embedder / y_embedder "
-                          f"weights); without official=dit it is read as an ldae checkpoint")
-    run_cfg = official_run_config(cfg)
-    OmegaConf.set_struct(run_cfg, True)
-    run_cfg.logger = cfg.logger
-    validate(run_cfg)
-    module = PretrainModule(OmegaConf.to_container(run_cfg, resolve=True))
-    load_official(module, ckpt, float(cfg.official.latent_scale))
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(run_cfg, out / "config.yaml", resolve=True)
-    res = run_protocol(run_cfg, module, out, baselines=bool(cfg.baselines))
-    results = {"experiment": "official_dit", "scale": run_cfg.scale_name, "seed": int(run_cfg.seed),
-               "ckpt_path": str(cfg.ckpt_path), "model": str(run_cfg.model.name), "probe_t": int(run_cfg.probe.t),
-               "dit_step": int(run_cfg.probe.t) + int(run_cfg.probe.t_offset), **res, "wall_s": time.time() - t0}
-    atomic_write_json(out / "results.json", results)
-    return results
+def probe_keys(task: list[str]) -> list[str]:
+    """The probe keys a command line sets (Hydra's task overrides), as ldae.evaluation.probe_config takes them:
+    `probe` when it chose a recipe (probe=NAME), then each `probe.KEY` it set."""
+    whole = ["probe"] if any(o.startswith("probe=") for o in task) else []
+    return whole + [o.lstrip("+").split("=", 1)[0] for o in task if o.lstrip("+").startswith("probe.")]
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base=None)
@@ -180,21 +28,16 @@ def _hydra_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    task = list(hc.overrides.task)
-    overrides = [o.lstrip("+") for o in task if o.lstrip("+").startswith("probe.")]
-    whole = any(o.startswith("probe=") for o in task)
     try:
-        from ldae.evaluation import TOP1_KEY
+        from ldae.evaluation import TOP1_KEY, evaluate_checkpoint  # torch loads after the command line's precheck
 
-        res = evaluate(cfg, cfg.output_dir or hc.runtime.output_dir, overrides, whole)
+        res = evaluate_checkpoint(cfg, cfg.output_dir or hc.runtime.output_dir, probe_keys(list(hc.overrides.task)))
         return res[TOP1_KEY[res["protocol"]]]
     except (ConfigError, DiskFullError) as e:
         fail("ldae-probe", str(e))
 
 
 def cli() -> None:
-    from ldae.config import precheck_cli
-
     precheck_cli("ldae-probe", sys.argv[1:], config_name="eval")
     _hydra_main()
 

@@ -29,7 +29,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     """Run all stages of `cfg` into `output_dir`; returns (and writes) results.json."""
     import pytorch_lightning as pl
 
-    from ldae.stages import pretrain, probe_all
+    from ldae.evaluation import probe_all  # (these two load torch: the CLI's precheck runs without it)
+    from ldae.stages import pretrain
 
     t0 = time.time()
     validate(cfg)

@@ -40,7 +40,7 @@ def test_dit_row_trains_probes_and_generates(dit_run):
 
 def test_probe_of_a_class_conditional_row_feeds_the_null_class(compose):
     from ldae.lit.pretrain import PretrainModule
-    from ldae.lit.probe import EncoderFeatures
+    from ldae.lit.features import EncoderFeatures
     from omegaconf import OmegaConf
 
     cfg = compose(*DIT_ROW[:-2], "model.adaln_zero=false")

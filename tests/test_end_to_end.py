@@ -53,11 +53,11 @@ def test_checkpoint_loads_with_weights_only_and_clean_keys(smoke_run):
 
 def test_probe_cli_logic_rebuilds_from_checkpoint(smoke_run, tmp_path):
     from ldae.config import compose_config
-    from ldae.probe import evaluate
+    from ldae.evaluation import evaluate_checkpoint
 
     out, res = smoke_run
     cfg = compose_config([f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "probe.t=20"], "eval")
-    r = evaluate(cfg, tmp_path, ["probe.t=20"])
+    r = evaluate_checkpoint(cfg, tmp_path, ["probe.t"])
     assert_top1_of(r["probe_top1"], 128)
     assert r["pretrain_step"] == res["steps"]
     stored = (tmp_path / "config.yaml").read_text()
@@ -68,11 +68,11 @@ def test_probe_cli_logic_rebuilds_from_checkpoint(smoke_run, tmp_path):
 def test_probe_reproduces_the_runs_probe_top1_exactly(smoke_run, tmp_path):
     """Same seed, features recomputed from the rebuilt checkpoint (disk cache off): the same curve."""
     from ldae.config import compose_config
-    from ldae.probe import evaluate
+    from ldae.evaluation import evaluate_checkpoint
 
     out, res = smoke_run
     cfg = compose_config([f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "probe.disk_cache=false"], "eval")
-    r = evaluate(cfg, tmp_path, ["probe.disk_cache=false"])
+    r = evaluate_checkpoint(cfg, tmp_path, ["probe.disk_cache"])
     assert r["protocol"] == "linear" and r["probe_feature_cache"]["train"]["hit"] is False
     assert r["probe_top1"] == res["probe_top1"] and r["probe_curve"] == res["probe_curve"]
     assert res["probe_train_samples_per_s"] > 0 and r["probe_train_samples_per_s"] > 0

@@ -21,11 +21,11 @@ def smoke_ckpt(tmp_path_factory):
 
 def _evaluate(ckpt, out, *overrides):
     from ldae.config import compose_config
-    from ldae.probe import evaluate
+    from ldae.evaluation import evaluate_checkpoint
+    from ldae.probe import probe_keys
 
     cfg = compose_config([f"ckpt_path={ckpt}", *overrides], "eval")
-    return evaluate(cfg, out, [o for o in overrides if o.startswith("probe.")],
-                    any(o.startswith("probe=") for o in overrides))
+    return evaluate_checkpoint(cfg, out, probe_keys(list(overrides)))
 
 
 def test_cached_feature_probe_hits_the_disk_cache_and_reports_samples_per_s(smoke_ckpt, tmp_path):
@@ -61,10 +61,11 @@ def test_finetune_protocol_at_smoke(smoke_ckpt, tmp_path):
 
 
 def test_export_gives_the_encoders_features(smoke_ckpt, tmp_path):
-    from ldae.export import build_vit, cli
+    from ldae.checkpoints import load_checkpoint_config
+    from ldae.export import cli
+    from ldae.lit.features import EncoderFeatures
     from ldae.lit.pretrain import PretrainModule
-    from ldae.lit.probe import EncoderFeatures
-    from ldae.probe import load_checkpoint_config
+    from ldae.models.timm_vit import build_vit
 
     ckpt, _ = smoke_ckpt
     cli([f"ckpt_path={ckpt}", "t=10", f"out={tmp_path / 'enc.pth'}", "input=network"])  # the .pth option, network input

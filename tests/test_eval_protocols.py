@@ -75,8 +75,8 @@ def test_probe_lr_presets_and_sources(compose):
 
 def test_logged_lr_is_base_lr_times_effective_batch(compose, tmp_path):
     """MAE's recipe (LARS, base lr 0.1) on on-the-fly features with accumulation: effective batch 64 = 4 x 16."""
-    from ldae.lit.probe import PixelFeatures
-    from ldae.stages import linear_probe, probe_datasets
+    from ldae.lit.features import PixelFeatures
+    from ldae.evaluation import linear_probe, probe_datasets
 
     cfg = compose("probe.cache_features=false", "probe.optimizer=lars", "probe.lr_source=mae",
                   "probe.batch_size=64", "probe.feature_batch_size=16",
@@ -132,8 +132,7 @@ def test_knn_matches_brute_force():
 
 
 def test_feature_cache_key_follows_the_weights_and_settings(tmp_path):
-    from ldae.lit.feature_cache import cached_features, feature_key, weights_digest
-    from ldae.lit.probe import PixelFeatures
+    from ldae.lit.features import PixelFeatures, cached_features, feature_key, weights_digest
 
     a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     assert weights_digest(a) != weights_digest(b)
@@ -152,7 +151,7 @@ def test_feature_cache_key_follows_the_weights_and_settings(tmp_path):
 def test_finetune_optimizer_has_layer_decay_and_no_decay_on_1d():
     from omegaconf import OmegaConf
 
-    from ldae.export import build_vit
+    from ldae.models.timm_vit import build_vit
     from ldae.lit.finetune import FineTuneModule
 
     pr = OmegaConf.load("conf/probe/finetune.yaml")
@@ -172,7 +171,7 @@ def test_finetune_optimizer_has_layer_decay_and_no_decay_on_1d():
 
 def test_export_folds_adaln_at_t_random_conditional_model():
     """Non-zero adaLN (not the identity at init), class-conditional (null class), a block before the split."""
-    from ldae.export import build_vit, fold_encoder
+    from ldae.models.timm_vit import build_vit, fold_encoder
     from ldae.models.dit import DiT
 
     torch.manual_seed(0)
@@ -189,8 +188,8 @@ def test_export_folds_adaln_at_t_random_conditional_model():
 def test_probe_block_range_and_old_checkpoint_configs(compose):
     from omegaconf import OmegaConf
 
+    from ldae.checkpoints import upgrade_stored_config
     from ldae.config import ConfigError, validate
-    from ldae.probe import upgrade_stored_config
 
     validate(compose("probe.block=2"))  # micro-1-1: 2 blocks
     with pytest.raises(ConfigError, match=r"probe.block=3 is out of range; allowed: null \(the split point\) or 1..2"):
@@ -205,10 +204,36 @@ def test_probe_block_range_and_old_checkpoint_configs(compose):
     assert up.probe.lr_source == "custom" and up.probe.base_lr == 1e-3  # the old meaning: base_lr as given
 
 
+def test_the_command_lines_probe_keys_go_over_the_stored_recipe(compose):
+    """ldae-probe's one merge: single probe.KEYs over the checkpoint's recipe, a probe=NAME recipe whole,
+    probe_data and the logger from the command line."""
+    from omegaconf import OmegaConf
+
+    from ldae.config import validate
+    from ldae.evaluation import probe_config
+    from ldae.probe import probe_keys
+
+    stored = OmegaConf.to_container(compose("probe.epochs=3", "probe.t=30"), resolve=True)
+
+    def run_cfg(*args):
+        cli = compose("ckpt_path=x.ckpt", *args, config_name="eval")
+        return probe_config(stored, cli, probe_keys(list(args)))
+
+    assert probe_keys(["probe=knn", "probe.k=5", "+probe.t=3", "baselines=true"]) == ["probe", "probe.k", "probe.t"]
+    r = run_cfg()
+    assert r.probe == stored["probe"] and r.probe_data is None and OmegaConf.is_struct(r)
+    r = run_cfg("probe.t=20", "logger=wandb")
+    assert (r.probe.name, r.probe.t, r.probe.epochs, r.logger.wandb) == ("linear", 20, 3, True)
+    r = run_cfg("probe=knn", "probe.k=5", "probe_data=shapes")
+    assert (r.probe.name, r.probe.t, r.probe.k, r.probe_data.name) == ("knn", 10, 5, "shapes")  # not the stored t=30
+    assert "epochs" not in r.probe
+    validate(r)
+
+
 def test_augmented_probe_trains_on_random_resized_crops_and_validates_on_the_center_crop(compose):
     from torchvision.transforms import v2
 
-    from ldae.stages import probe_datasets
+    from ldae.evaluation import probe_datasets
 
     train, val = probe_datasets(compose("probe.augment=true", "probe.cache_features=false"), None)
     ops = {type(op): op for op in train.transform.transforms}

@@ -36,8 +36,8 @@ def runs(tmp_path_factory):
 
 def _ldae_features(ckpt, x, t=10):
     from ldae.lit.pretrain import PretrainModule
-    from ldae.lit.probe import EncoderFeatures
-    from ldae.probe import load_checkpoint_config
+    from ldae.lit.features import EncoderFeatures
+    from ldae.checkpoints import load_checkpoint_config
 
     state, config = load_checkpoint_config(str(ckpt))
     module = PretrainModule(config)
@@ -79,7 +79,9 @@ def test_plain_timm_loads_the_folder_and_gives_ldaes_features(runs, tmp_path):
 
 
 def test_pth_option_and_the_conv_vae_refusal(runs, tmp_path, capsys):
-    from ldae.export import build_vit, cli, fold_input
+    from ldae.export import cli
+    from ldae.models.timm_vit import build_vit
+    from ldae.timm_export import fold_input
 
     ckpt = runs["07"] / "checkpoints" / "last.ckpt"
     cli([f"ckpt_path={ckpt}", "t=10", f"out={tmp_path / 'enc.pth'}", "input=network"])  # the latent-input ViT
@@ -99,7 +101,7 @@ def test_pth_option_and_the_conv_vae_refusal(runs, tmp_path, capsys):
         def decode(self, z):
             return self.inner.decode(z)
 
-    from ldae.export import _load_module
+    from ldae.timm_export import _load_module
 
     module, _ = _load_module(str(ckpt))
     fold_input(module)  # patch PCA: foldable

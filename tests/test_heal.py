@@ -47,8 +47,7 @@ def test_a_truncated_tokenizer_artifact_is_moved_aside_and_refitted(tmp_path, ca
 
 
 def test_a_truncated_feature_cache_file_is_moved_aside_and_extracted_again(tmp_path, caplog):
-    from ldae.lit.feature_cache import cached_features
-    from ldae.lit.probe import PixelFeatures
+    from ldae.lit.features import PixelFeatures, cached_features
 
     ds = TensorDataset(torch.randn(8, 3, 2, 2), torch.arange(8), torch.arange(8))
     f1, y1, i1 = cached_features(PixelFeatures(2), DataLoader(ds, batch_size=4), "k", tmp_path)

@@ -34,7 +34,8 @@ def _official_files(tmp_path: Path) -> tuple[Path, Path, dict]:
 
 def test_official_checkpoint_is_probed(tmp_path, monkeypatch):
     from ldae.config import ConfigError, compose_config
-    from ldae.probe import evaluate, load_checkpoint_config, official_run_config
+    from ldae.checkpoints import load_checkpoint_config, official_run_config
+    from ldae.evaluation import evaluate_checkpoint
 
     monkeypatch.setenv("LDAE_CACHE", str(tmp_path / "cache"))
     ckpt, vae, sd = _official_files(tmp_path)
@@ -48,12 +49,12 @@ def test_official_checkpoint_is_probed(tmp_path, monkeypatch):
     m, tok = run_cfg.model, run_cfg.tokenizer
     assert (m.cond_ratio, m.learn_sigma, m.class_cond, run_cfg.data.num_classes) == (1.0, True, True, 1000)
     assert tok.name == "vqgan" and tok.pretrained_path == str(vae) and run_cfg.probe.t_offset == -1
-    res = evaluate(cfg, tmp_path / "probe")
+    res = evaluate_checkpoint(cfg, tmp_path / "probe")
     assert_top1_of(res["probe_top1"], 48)  # of the folder's 2 x 24 val images
     assert res["probe_t"] == 10 and res["dit_step"] == 9
     # The probed network holds the checkpoint's weights and DiT's latent factor.
     from ldae.lit.pretrain import PretrainModule
-    from ldae.probe import load_official
+    from ldae.checkpoints import load_official
     from omegaconf import OmegaConf
 
     module = PretrainModule(OmegaConf.to_container(run_cfg, resolve=True))
@@ -63,7 +64,7 @@ def test_official_checkpoint_is_probed(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"official=dit needs probe_data=NAME"):
         official_run_config(compose_config([a for a in args if not a.startswith("probe_data")], "eval"))
     with pytest.raises(ConfigError, match=r"does not match official.run's network"):
-        evaluate(compose_config([a if not a.startswith("official.extra_run") else
+        evaluate_checkpoint(compose_config([a if not a.startswith("official.extra_run") else
                                  _extra(SMALL + ["model.hidden_size=64"]) for a in args],
                                 "eval"), tmp_path / "p2")
 
@@ -72,7 +73,7 @@ def test_probe_t_offset_conditions_the_backbone_on_t_plus_offset(compose):
     from ldae.config import ConfigError, validate
     from ldae.diffusion.objectives import Objective
     from ldae.diffusion.schedules import build_schedule
-    from ldae.lit.probe import EncoderFeatures
+    from ldae.lit.features import EncoderFeatures
     from ldae.models.dit import DiT
     from ldae.tokenizers import Pixels
 

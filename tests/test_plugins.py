@@ -32,7 +32,7 @@ def user(tmp_path, monkeypatch):
 
 def test_plugin_tokenizer_and_dataset_train_and_probe(user, tmp_path, monkeypatch):
     from ldae.config import compose_config, precheck_cli
-    from ldae.probe import evaluate
+    from ldae.evaluation import evaluate_checkpoint
     from ldae.resume import fingerprint
     from ldae.train import run
 
@@ -61,7 +61,7 @@ def test_plugin_tokenizer_and_dataset_train_and_probe(user, tmp_path, monkeypatc
     assert data_fingerprint(cfg.data)["plugin"] == {"target": "mypkg.data.Stripes", "args": {"n": 96}}
     # ldae-probe rebuilds both parts from the checkpoint's config.
     ecfg = compose_config([f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"], "eval")
-    r = evaluate(ecfg, tmp_path / "probe")
+    r = evaluate_checkpoint(ecfg, tmp_path / "probe")
     assert_top1_of(r["probe_top1"], 96)
 
 
@@ -113,7 +113,7 @@ def test_plugin_backbone_trains_probes_and_reloads(user, tmp_path, monkeypatch):
 
     from ldae.config import compose_config, validate
     from ldae.lit.pretrain import PretrainModule
-    from ldae.probe import evaluate
+    from ldae.evaluation import evaluate_checkpoint
     from ldae.train import run
     from mypkg.backbones import TokenMLP
 
@@ -132,7 +132,7 @@ def test_plugin_backbone_trains_probes_and_reloads(user, tmp_path, monkeypatch):
     assert net.hidden_size == 64 and len(net.blocks) == 2 and net.grid == 4
     x = torch.randn(2, module.backbone.embed.in_channels, 4 * net.embed.stride[0], 4 * net.embed.stride[0])
     assert net(x, torch.tensor([1, 5])).shape[1] == net.out_channels
-    r = evaluate(compose_config([f"ckpt_path={ckpt}"], "eval"), tmp_path / "probe")
+    r = evaluate_checkpoint(compose_config([f"ckpt_path={ckpt}"], "eval"), tmp_path / "probe")
     assert r["probe_top1"] == pytest.approx(res["probe_top1"], abs=1e-6)
 
 

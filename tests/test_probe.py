@@ -3,7 +3,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ldae.lit.probe import LinearProbe, PixelFeatures
+from ldae.lit.features import PixelFeatures
+from ldae.lit.probe import LinearProbe
 
 
 def _blobs(n=512, dim=16, classes=4, seed=0):

@@ -10,7 +10,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def test_probe_data_is_read_at_the_pretraining_input(compose, tmp_path):
-    from ldae.stages import probe_datasets
+    from ldae.evaluation import probe_datasets
 
     cfg = compose("probe_data=imagefolder", f"probe_data.root={grey_folder(tmp_path / 'imgs')}",
                   "probe_data.num_classes=2")
@@ -39,7 +39,7 @@ def test_unlabelled_pretraining_needs_a_probe_set(compose, tmp_path):
 
 def test_pretrain_on_shapes_probe_on_another_set(tmp_path, monkeypatch):
     from ldae.config import compose_config, validate
-    from ldae.probe import evaluate
+    from ldae.evaluation import evaluate_checkpoint
     from ldae.train import run
 
     monkeypatch.setenv("LDAE_CACHE", str(tmp_path / "cache"))
@@ -52,14 +52,14 @@ def test_pretrain_on_shapes_probe_on_another_set(tmp_path, monkeypatch):
     assert res["probe_top1"] >= 75 and res["probe_feature_cache"]["val"]["hit"] is False
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     # ldae-probe: the run's own probe set is the stored one (its features are cached: a hit) ...
-    again = evaluate(compose_config([f"ckpt_path={ckpt}"], "eval"), tmp_path / "p1")
+    again = evaluate_checkpoint(compose_config([f"ckpt_path={ckpt}"], "eval"), tmp_path / "p1")
     assert again["probe_feature_cache"]["val"]["hit"] is True and again["probe_top1"] == res["probe_top1"]
     if not FASHION.is_dir():
         pytest.skip("no /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)")
     # ... and probe_data=fashion_mnist is another set: another cache key, ten classes at 16 px.
     ecfg = compose_config([f"ckpt_path={ckpt}", "probe_data=fashion_mnist", "probe_data.num_train=256",
                            "probe_data.num_val=128"], "eval")
-    r = evaluate(ecfg, tmp_path / "p2")
+    r = evaluate_checkpoint(ecfg, tmp_path / "p2")
     assert r["probe_feature_cache"]["val"]["hit"] is False
     assert_top1_of(r["probe_top1"], 128)  # of probe_data.num_val=128
     stored = json.loads(json.dumps(r))

@@ -230,22 +230,22 @@ def test_a_kill_during_the_probe_keeps_the_losses_and_a_truncated_checkpoint_fal
     truncated the run starts afresh, each with one warning naming the file."""
     import logging
 
-    import ldae.stages
+    import ldae.evaluation
     from ldae.train import run
 
     cfg = compose("checkpoint.every_n_steps=1", "baselines=false", "probe.epochs=1",
                   f"paths.cache_dir={tmp_path / 'cache'}")
     seen = {}
-    real_probe = ldae.stages.probe_all
+    real_probe = ldae.evaluation.probe_all
 
     def killed_in_probe(cfg, module, *a, **k):
         seen["loss"] = module.last_epoch_loss
         raise KeyboardInterrupt("killed during the probe")
 
-    monkeypatch.setattr(ldae.stages, "probe_all", killed_in_probe)
+    monkeypatch.setattr(ldae.evaluation, "probe_all", killed_in_probe)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, tmp_path / "a")
-    monkeypatch.setattr(ldae.stages, "probe_all", real_probe)
+    monkeypatch.setattr(ldae.evaluation, "probe_all", real_probe)
     ckpts = tmp_path / "a" / "checkpoints"
     assert torch.load(ckpts / "previous.ckpt", weights_only=True)["global_step"] == 7
     val = _values(_csv_rows(tmp_path / "a"), "pretrain/val_loss")[-1]
@@ -312,14 +312,14 @@ def test_sigterm_saves_a_checkpoint_says_how_to_resume_and_exits_143(tmp_path, u
 
 
 def test_sigint_during_the_probe_exits_130_and_names_the_final_checkpoint(compose, tmp_path, monkeypatch):
-    import ldae.stages
+    import ldae.evaluation
     from ldae import signals
     from ldae.train import RunInterrupted, run
 
     def interrupted_probe(*a, **k):
         signals._handler(signal.SIGINT, None)  # as if Ctrl-C arrived during the probe: raises at once
 
-    monkeypatch.setattr(ldae.stages, "probe_all", interrupted_probe)
+    monkeypatch.setattr(ldae.evaluation, "probe_all", interrupted_probe)
     with pytest.raises(RunInterrupted, match=r"stopped by SIGINT; checkpoint .*last.ckpt \(step 8\)") as e:
         run(compose("baselines=false", "resume=never"), tmp_path / "run")
     assert e.value.exit_code == 130

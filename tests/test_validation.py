@@ -326,7 +326,7 @@ PROBE_BAD = [
 
 @pytest.mark.parametrize("kind, message", PROBE_BAD, ids=[k for k, _ in PROBE_BAD])
 def test_probe_of_an_unreadable_file_is_one_line(capsys, tmp_path, kind, message):
-    from ldae.probe import load_checkpoint_config
+    from ldae.checkpoints import load_checkpoint_config
 
     path = _probe_file(kind, tmp_path / "x.ckpt")
     got = _one_line_exit_2(capsys, lambda: load_checkpoint_config(str(path)), "ldae-probe")

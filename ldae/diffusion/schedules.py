@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ldae.choices import SCHEDULES
+from ldae.errors import ConfigError
 
 MIN_SCALE = 1e-4  # below every non-zero γ_t, σ_t of the schedules here (smallest: σ_1 of sigma_linear, 1.4e-3)
 
@@ -159,7 +160,6 @@ def schedule_from_config(node) -> NoiseSchedule:
 
 def plugin_schedule(node) -> NoiseSchedule:
     from ldae import plugins
-    from ldae.config import ConfigError
 
     T = int(node["num_steps"])
     obj = plugins.instantiate(node, "schedule", {"num_steps": T})

@@ -1,18 +1,17 @@
 """End-to-end fine-tuning (PAPER.md 2.7 / App. B, "closely followed MAE's protocol").
 
 The network is the encoder (blocks up to the split, or probe.block) folded at the fixed t into a timm
-VisionTransformer (ldae.export; PAPER.md 2.4: with t fixed the t-MLPs are constants), global-average-pooled,
+VisionTransformer (ldae.models.timm_vit; PAPER.md 2.4: with t fixed the t-MLPs are constants), global-average-pooled,
 with a linear head; its input is the clean network input (the projected image for PCA rows). All of App. B's
 recipe comes from timm: AdamW with layer-wise lr decay (create_optimizer_v2), drop path (the ViT's
 drop_path_rate), RandAugment + RandomResizedCrop + flip + random erasing (create_transform, as MAE builds it),
 MixUp/CutMix with label smoothing (Mixup + SoftTargetCrossEntropy) and an EMA of the weights (ModelEmaV3).
+The stage that builds and trains it is ldae.evaluation.finetune_stage.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -23,12 +22,10 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.utils import ModelEmaV3
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ldae.lit.schedules import per_step_schedule
-
-log = logging.getLogger("ldae")
 
 
 class AugmentedView(Dataset):
@@ -149,57 +146,3 @@ class FineTuneModule(pl.LightningModule):
         for g in opt.param_groups:  # torch schedulers ignore timm's lr_scale: bake it into each group's lr
             g["lr"] = self.lr * g.get("lr_scale", 1.0)
         return opt
-
-
-def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
-    """Fine-tune the checkpoint's encoder with the App. B recipe (cfg.probe); returns {finetune_top1, ...}."""
-    from ldae.data.datamodule import split_batch
-    from ldae.evaluation import finetune_datasets
-    from ldae.export import build_vit, fold_encoder
-    from ldae.lit.probe import EncoderFeatures
-    from ldae.stages import loggers_for, probe_data_config, stage_accelerator
-
-    pr = cfg.probe
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    backbone = module.encoder(pr.use_ema)
-    sd, kwargs = fold_encoder(backbone, int(pr.t) + int(pr.get("t_offset", 0)), pr.block)  # the step it is conditioned on
-    vit = build_vit(kwargs, num_classes=int(probe_data_config(cfg).num_classes), drop_path_rate=float(pr.drop_path))
-    missing, unexpected = vit.load_state_dict(sd, strict=False)
-    assert set(missing) == {"head.weight", "head.bias"} and not unexpected, (missing, unexpected)
-    # The clean network input at t (the tokenizer's projection for image-input rows; frozen, no noise).
-    inputs = EncoderFeatures(backbone, module.tokenizer, module.objective, module.schedule, t=int(pr.t),
-                             clean_input=pr.clean_input, pool=pr.pool)
-
-    def to_input(x):
-        module.tokenizer.to(x.device)  # frozen, outside the fine-tuned module: follow the batch's device
-        with torch.no_grad():
-            return inputs.network_input(x, None)
-
-    train_set, val_set = finetune_datasets(cfg)
-    train_set = AugmentedView(train_set, train_transform(pr, int(cfg.data.image_size)))
-    batch = min(int(pr.batch_size), len(train_set))
-    batch -= batch % 2  # MixUp pairs samples: an even batch
-    device_batch, accum = split_batch(batch, 1, pr.get("device_batch_size"))
-    ft = FineTuneModule(vit, to_input, int(probe_data_config(cfg).num_classes), pr, device_batch * accum)
-    g = torch.Generator().manual_seed(int(cfg.seed))
-    workers = int(cfg.data.num_workers)
-    train_loader = DataLoader(train_set, batch_size=device_batch, shuffle=True, drop_last=True, generator=g,
-                              num_workers=workers)
-    val_loader = DataLoader(val_set, batch_size=max(device_batch, 64), shuffle=False, num_workers=workers)
-    trainer = pl.Trainer(max_epochs=int(pr.epochs), accelerator=stage_accelerator(cfg), devices=1,
-                         logger=loggers_for(cfg, out, "finetune"), enable_checkpointing=False,
-                         enable_progress_bar=cfg.trainer.enable_progress_bar, enable_model_summary=False,
-                         accumulate_grad_batches=accum, num_sanity_val_steps=0,
-                         check_val_every_n_epoch=max(1, int(pr.epochs) // 10),
-                         log_every_n_steps=max(1, min(10, len(train_loader) // accum)))
-    t0 = time.time()
-    trainer.fit(ft, train_loader, val_loader)
-    last = ft.history[-1]
-    res = {"finetune_top1": last["model_top1"], "finetune_curve": ft.history, "finetune_lr": ft.lr,
-           "finetune_batch_size": device_batch * accum, "finetune_wall_s": time.time() - t0,
-           "finetune_train_samples_per_s": ft.train_samples / max(ft.train_seconds, 1e-9)}
-    if "ema_top1" in last:
-        res["finetune_ema_top1"] = last["ema_top1"]
-    log.info("finetune: top1 %.2f (EMA %s) after %d epochs", res["finetune_top1"], res.get("finetune_ema_top1"),
-             pr.epochs)
-    return res

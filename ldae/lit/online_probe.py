@@ -15,7 +15,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
-from ldae.lit.probe import clean_network_input
+from ldae.lit.features import clean_network_input
 
 
 class OnlineProbe(Callback):

@@ -1,8 +1,7 @@
 """Linear probe on frozen features (PAPER.md 2.6, MAE's protocol).
 
-Features: the global-average-pooled encoder output for clean input conditioned on t = 10 (App. A); a
-class-conditional backbone gets the null class, never the label. Head: BatchNorm without affine
-(eps 1e-6) + Linear (trunc-normal std 0.01). The head trains either on cached features (augmentation off)
+Features: the frozen extractors of ldae.lit.features. Head: BatchNorm without affine (eps 1e-6) + Linear
+(trunc-normal std 0.01). The head trains either on cached features (augmentation off)
 or on features computed on the fly from augmented images by the frozen extractor.
 """
 
@@ -15,13 +14,10 @@ import torch
 from timm.layers import trunc_normal_
 from timm.optim import Lars
 from torch import nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from ldae.diffusion.noise import STREAM_EPS, keyed_normal, sample_keys
 from ldae.lit.schedules import per_step_schedule
 
-from ldae.choices import CLEAN_INPUTS, PROBE_OPTIMIZERS, PROBE_POOLS
+from ldae.choices import PROBE_OPTIMIZERS, PROBE_POOLS
 
 
 def check_pool(pool: str) -> None:
@@ -37,118 +33,6 @@ def probe_base_lr(pr) -> float:
     """The probe's BASE lr (x effective batch / 256) named by probe.lr_source: a preset or probe.base_lr."""
     src = pr.get("lr_source", "custom")
     return float(pr.base_lr if src == "custom" else pr.lr_presets[src])
-
-
-def clean_network_input(x: torch.Tensor, tokenizer, objective, clean_input: str = "projected") -> torch.Tensor:
-    """The noise-free network input of images x: the latent, the projected image, or the image itself."""
-    if objective.input == "latent":
-        return tokenizer.encode(x)
-    return x if clean_input == "original" else tokenizer.decode(tokenizer.encode(x))
-
-
-class EncoderFeatures(nn.Module):
-    """Image batch -> (B, width) features of a frozen DiT encoder, as the probe config asks."""
-
-    def __init__(self, backbone, tokenizer, objective, schedule, t: int = 10, noisy: bool = False,
-                 clean_input: str = "projected", block: int | None = None, seed: int = 0, pool: str = "avg",
-                 t_offset: int = 0):
-        super().__init__()
-        check_pool(pool)
-        if clean_input not in CLEAN_INPUTS:
-            raise ValueError(f"unknown probe.clean_input '{clean_input}'; allowed: {', '.join(CLEAN_INPUTS)}")
-        if not 0 <= t <= schedule.num_steps:
-            raise ValueError(f"probe.t={t} must be in 0..{schedule.num_steps}")
-        self.backbone, self.tokenizer, self.objective, self.schedule = backbone, tokenizer, objective, schedule
-        self.t, self.noisy, self.clean_input, self.block, self.seed = t, noisy, clean_input, block, seed
-        # Added to t for the backbone only, as the sampler's gen.t_offset: -1 for official DiT checkpoints,
-        # conditioned on DDPM's step k = t - 1 while the noise of level t is what t means here.
-        self.pool, self.t_offset = pool, int(t_offset)
-        if self.t + self.t_offset < 0:
-            raise ValueError(f"probe.t={t} with probe.t_offset={t_offset} conditions on step {t + t_offset}; "
-                             f"allowed: probe.t >= {-self.t_offset}")
-        self.requires_grad_(False)
-
-    @property
-    def dim(self) -> int:
-        return self.backbone.hidden_size
-
-    def identity(self) -> dict:
-        """What the features depend on besides the images: the weights and the probe settings (cache key)."""
-        from ldae.lit.feature_cache import weights_digest
-
-        return {"kind": "encoder", "weights": weights_digest(self.backbone, self.tokenizer), "t": self.t,
-                "noisy": self.noisy, "seed": self.seed if self.noisy else None, "clean_input": self.clean_input,
-                "block": self.block, "pool": self.pool, "input": self.objective.input,
-                **({"t_offset": self.t_offset} if self.t_offset else {})}  # old cache keys stay valid
-
-    def network_input(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        if not self.noisy:
-            return clean_network_input(x, self.tokenizer, self.objective, self.clean_input)
-        z0 = self.tokenizer.encode(x)
-        idx = index if index is not None else torch.arange(x.shape[0], device=x.device)
-        eps = keyed_normal(sample_keys(self.seed, 0, idx), tuple(z0.shape[1:]), STREAM_EPS, z0.dtype)
-        t = torch.full((x.shape[0],), self.t, device=x.device, dtype=torch.long)
-        return self.objective.network_input(self.schedule.corrupt(z0, eps, t), self.tokenizer)
-
-    @torch.no_grad()
-    def timesteps(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,) the backbone's conditioning step: probe.t plus the checkpoint's t_offset."""
-        return torch.full((x.shape[0],), self.t + self.t_offset, device=x.device, dtype=torch.long)
-
-    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        self.backbone.eval()
-        return self.backbone.forward_features(self.network_input(x, index), self.timesteps(x), None, self.block)
-
-
-class GridFeatures(nn.Module):
-    """An EncoderFeatures read after each of `blocks` in one forward: (B, K*D), block k in columns k*D:(k+1)*D."""
-
-    def __init__(self, encoder: EncoderFeatures, blocks: list[int]):
-        super().__init__()
-        depth = len(encoder.backbone.blocks)
-        bad = [b for b in blocks if not 1 <= b <= depth]
-        if bad:
-            raise ValueError(f"probe grid blocks {bad} outside 1..{depth} (the backbone's depth)")
-        self.encoder, self.blocks = encoder, sorted(set(blocks))
-        self.width = encoder.dim
-        self.dim = self.width * len(self.blocks)
-
-    def identity(self) -> dict:
-        return {**self.encoder.identity(), "block": None, "blocks": self.blocks}
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        enc = self.encoder
-        enc.backbone.eval()
-        return enc.backbone.block_features(enc.network_input(x, index), enc.timesteps(x), None,
-                                           self.blocks).flatten(1)  # (B, K*D)
-
-
-class PixelFeatures(nn.Module):
-    """The raw-pixel baseline: the image itself, flattened."""
-
-    def __init__(self, image_size: int):
-        super().__init__()
-        self.dim = 3 * image_size * image_size
-
-    def identity(self) -> dict:
-        return {"kind": "pixels"}
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        return x.flatten(1)
-
-
-@torch.no_grad()
-def extract_features(extractor: nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
-                     desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
-    """Run `extractor` over a loader of (x, y, index): features (N, D) and labels (N,) on the CPU."""
-    extractor.to(device)
-    feats, labels = [], []
-    for x, y, idx in tqdm(loader, desc=desc, leave=False):
-        feats.append(extractor(x.to(device), idx.to(device)).float().cpu())
-        labels.append(y)
-    return torch.cat(feats), torch.cat(labels)
 
 
 class LinearProbe(pl.LightningModule):

@@ -358,8 +358,8 @@ def grid_of(res: dict, folder: Path, ts: list[int], offsets: list[int]) -> list[
     """The probe grid of a finished run: heads per (t, split + offset) on its last checkpoint."""
     from omegaconf import OmegaConf
 
-    from ldae.evaluation import module_from_checkpoint
-    from ldae.stages import probe_grid
+    from ldae.checkpoints import module_from_checkpoint
+    from ldae.evaluation import probe_grid
 
     ckpt = run_folder(folder) / "checkpoints" / "last.ckpt"
     module, run_cfg = module_from_checkpoint(str(ckpt))
