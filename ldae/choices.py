@@ -12,7 +12,7 @@ LATENT_NORMS = ("scale", "scale_shift", "none")  # the measured latent normalisa
 POSTERIORS = ("sample", "mean")  # what a VAE's encode returns while pretraining (eval always uses the mean)
 RECON_LOSSES = ("l1", "l2")
 SCHEDULES = ("ddpm_linear", "cosine", "linear_gamma2", "sigma_linear", "single_level")
-PREDICTIONS = ("eps", "x0", "image_pca", "image")
+# target.predict: the keys of ldae.diffusion.predictions.PREDICTION (its table says what each one means)
 INPUTS = ("latent", "image")
 LAMBDAS = ("one", "snr", "gamma2", "inv_one_plus_sigma2")
 OUTPUT_BASES = ("pixels", "tokenizer")  # target.output_basis: the basis an image-space output layer is written in

@@ -151,9 +151,10 @@ def require_complete(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
-    from ldae.choices import (CROPS, DATASETS, GUIDANCE_CHANNELS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, PREDICTIONS,
-                              RESUME_MODES, SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
     from ldae import keys
+    from ldae.choices import (CROPS, DATASETS, GUIDANCE_CHANNELS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, RESUME_MODES,
+                              SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
+    from ldae.diffusion.predictions import PREDICTION, names
     from ldae.extras import check_config_extras
     from ldae.models.registry import lookup
 
@@ -189,9 +190,11 @@ def validate(cfg: DictConfig) -> None:
     if tok.get("latent_cache"):
         _require(tok.name in ("vqgan", "patch_vae", "patch_ae"),
                  f"tokenizer.latent_cache=true is for trained tokenizers; allowed: vqgan, patch_vae, patch_ae (got {tok.name})")
-        _require(cfg.target.input == "latent" and cfg.target.predict in ("eps", "x0"),
+        latent = names(lambda p: p.space == "latent")  # the cache holds latents, not images
+        _require(cfg.target.input == "latent" and cfg.target.predict in latent,
                  f"tokenizer.latent_cache=true needs a latent-space objective; allowed: target.input=latent with "
-                 f"target.predict=eps|x0 (got input={cfg.target.input}, predict={cfg.target.predict}: they need the image)")
+                 f"target.predict={'|'.join(latent)} (got input={cfg.target.input}, predict={cfg.target.predict}: "
+                 f"they need the image)")
         _require(d.crop == "center", f"tokenizer.latent_cache=true needs data.crop=center (got {d.crop}); the cache "
                  f"holds both flips of center crops")
     o = cfg.optim
@@ -230,16 +233,17 @@ def validate(cfg: DictConfig) -> None:
     t = cfg.target
     from ldae import choices
 
-    _require(tok.name not in choices.NO_DECODER or (t.input == "latent" and t.predict in ("eps", "x0")),
+    decoder_free = names(lambda p: not p.needs_decoder)
+    _require(tok.name not in choices.NO_DECODER or (t.input == "latent" and t.predict in decoder_free),
              f"tokenizer={tok.name} has no decoder, but target.input={t.input} / target.predict={t.predict} need "
-             f"one; allowed with it: target.input=latent and target.predict=eps|x0")
-    _require(t.predict in PREDICTIONS, f"unknown target.predict '{t.predict}'; allowed: {', '.join(PREDICTIONS)}")
+             f"one; allowed with it: target.input=latent and target.predict={'|'.join(decoder_free)}")
+    _require(t.predict in PREDICTION, f"unknown target.predict '{t.predict}'; allowed: {', '.join(PREDICTION)}")
     _require(t.input in INPUTS, f"unknown target.input '{t.input}'; allowed: {', '.join(INPUTS)}")
     _require(t.lambda_t in LAMBDAS, f"unknown target.lambda_t '{t.lambda_t}'; allowed: {', '.join(LAMBDAS)}")
     _require(t.output_basis in choices.OUTPUT_BASES,
              f"unknown target.output_basis '{t.output_basis}'; allowed: {', '.join(choices.OUTPUT_BASES)}")
     if t.output_basis == "tokenizer":
-        _require(t.predict in ("image", "image_pca"),
+        _require(PREDICTION[t.predict].space == "image",
                  f"target.output_basis=tokenizer needs an image output; target.predict={t.predict}, allowed: image, image_pca")
         _require(tok.name in choices.BASIS_TOKENIZERS, f"target.output_basis=tokenizer needs a tokenizer with an "
                  f"orthonormal patch basis; tokenizer={tok.name}, allowed: {', '.join(choices.BASIS_TOKENIZERS)}")
@@ -269,8 +273,8 @@ def validate(cfg: DictConfig) -> None:
              f"model.class_cond=true needs model.class_dropout > 0 (got {m.class_dropout}): the null class it "
              f"creates is what the probe and guidance feed")
     if m.learn_sigma:
-        _require(t.predict in ("eps", "x0"),
-                 f"model.learn_sigma=true needs target.predict eps or x0 (a latent prediction), not '{t.predict}'")
+        _require(PREDICTION[t.predict].learned_sigma, f"model.learn_sigma=true needs target.predict "
+                 f"{' or '.join(names(lambda p: p.learned_sigma))} (a latent prediction), not '{t.predict}'")
         _require(cfg.schedule.name != "single_level",
                  "model.learn_sigma=true needs a multi-level schedule (single_level has no step variances)")
     g = cfg.get("gen")

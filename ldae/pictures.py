@@ -68,7 +68,7 @@ def denoise_panel(module, x: torch.Tensor, y: torch.Tensor | None = None, seed: 
     if obj.output_space == "image":
         denoised = mean  # (B, 3, H, W): the image the loss compares with x0
     else:
-        z0_hat = sch.x0_from_eps(z_t, mean, t) if obj.predict == "eps" else mean  # (B, C, h, w)
+        z0_hat = obj.spec.to_x0(mean, z_t, t, sch, tok)  # (B, C, h, w)
         denoised = tok.decode(z0_hat)
     net.train(was)
     return x, tok.decode(z_t), denoised

@@ -74,7 +74,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         # Eq. 4's per-component weights need an orthonormal basis (PCA, pixels); without one the loss is
         # unweighted pixel MSE.
         "loss_weighting": ("per_component" if tok.basis() is not None else "unweighted_pixel_mse")
-        if cfg.target.predict == "image" else "none",
+        if module.objective.spec.per_component else "none",
         **info,
         **probe,
         "wall_s": time.time() - t0,

@@ -75,7 +75,7 @@ def test_output_basis_tokenizer_is_an_orthonormal_reparameterisation_of_the_imag
     is reached by the coefficients V^T x, the loss value is the same, and a zero output stays zero."""
     import torch
 
-    from ldae.diffusion import Objective
+    from ldae.diffusion.objectives import Objective
     from ldae.tokenizers import PatchPCA
 
     torch.manual_seed(0)

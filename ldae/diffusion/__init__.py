@@ -1,7 +1,4 @@
-"""Corruption and objectives: pure tensor functions, no Lightning."""
+"""Corruption and objectives: pure tensor functions, no Lightning.
 
-from ldae.diffusion.noise import keyed_normal, keyed_uniform_int
-from ldae.diffusion.objectives import Objective
-from ldae.diffusion.schedules import NoiseSchedule, build_schedule
-
-__all__ = ["NoiseSchedule", "build_schedule", "Objective", "keyed_normal", "keyed_uniform_int"]
+No re-exports here: importing the package must not import torch, so that the config checks can read the
+prediction table (`ldae.diffusion.predictions`) before a run starts."""

@@ -1,6 +1,6 @@
 """What the network predicts, in which space it sees its input, and how the error is weighted.
 
-PAPER.md 2.1 and 2.3. The path of Table 3 is four settings of one module:
+PAPER.md 2.1 and 2.3. The path of Table 3 is four settings of one module (each prediction: `predictions.py`):
   predict=eps|x0 (in the latent), image_pca (the image through the inverse tokenizer: V^T V x0),
   image (the original x0, error weighted per PCA component: w_i = 1 for i ≤ d, `residual_weight` beyond);
   input=latent|image (the noisy latent, or it mapped to pixels by the inverse tokenizer);
@@ -17,7 +17,8 @@ import math
 import torch
 from torch import nn
 
-from ldae.choices import INPUTS, LAMBDAS, OUTPUT_BASES, PREDICTIONS
+from ldae.choices import INPUTS, LAMBDAS, OUTPUT_BASES
+from ldae.diffusion.predictions import PREDICTION
 
 
 def loss_weight(kind: str, gamma: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -65,12 +66,11 @@ def vb_term(schedule, predict: str, mean_out: torch.Tensor, var_out: torch.Tenso
     mean_out: the ε or x0 prediction (its gradient is stopped: only the variance learns from this term);
     var_out: the interpolation values v. t ≥ 1; at t = 1 the decoder NLL, elsewhere KL(q(z_{t−1}|z_t,z0) || p).
     """
-    if predict == "eps":
-        x0_hat = schedule.x0_from_eps(z_t, mean_out.detach(), t)
-    elif predict == "x0":
-        x0_hat = mean_out.detach()
-    else:
-        raise ValueError(f"learned sigma needs target.predict eps or x0 (a latent prediction), not '{predict}'")
+    spec = PREDICTION.get(predict)
+    if spec is None or not spec.learned_sigma:
+        allowed = " or ".join(k for k, p in PREDICTION.items() if p.learned_sigma)
+        raise ValueError(f"learned sigma needs target.predict {allowed} (a latent prediction), not '{predict}'")
+    x0_hat = spec.to_x0(mean_out.detach(), z_t, t, schedule, None)  # a latent prediction: no tokenizer
     s = t - 1
     model_log = learned_log_variance(schedule, var_out, t, s)
     model_mean = schedule.posterior_mean(z_t, x0_hat, t, s)
@@ -85,20 +85,21 @@ class Objective(nn.Module):
     def __init__(self, predict: str = "image", input: str = "image", lambda_t: str = "inv_one_plus_sigma2",
                  residual_weight: float = 0.1, output_basis: str = "pixels"):
         super().__init__()
-        if predict not in PREDICTIONS:
-            raise ValueError(f"unknown target.predict '{predict}'; allowed: {', '.join(PREDICTIONS)}")
+        if predict not in PREDICTION:
+            raise ValueError(f"unknown target.predict '{predict}'; allowed: {', '.join(PREDICTION)}")
         if input not in INPUTS:
             raise ValueError(f"unknown target.input '{input}'; allowed: {', '.join(INPUTS)}")
         loss_weight(lambda_t, torch.ones(1), torch.ones(1))  # validates the name
         if output_basis not in OUTPUT_BASES:
             raise ValueError(f"unknown target.output_basis '{output_basis}'; allowed: {', '.join(OUTPUT_BASES)}")
         self.predict, self.input, self.lambda_t = predict, input, lambda_t
+        self.spec = PREDICTION[predict]
         self.residual_weight = float(residual_weight)
         self.output_basis = output_basis
 
     @property
     def output_space(self) -> str:
-        return "latent" if self.predict in ("eps", "x0") else "image"
+        return self.spec.space
 
     def prediction(self, out: torch.Tensor, tokenizer) -> torch.Tensor:
         """The network's output as the prediction: as it is, or (output_basis=tokenizer, an image output) read
@@ -116,13 +117,7 @@ class Objective(nn.Module):
         return z_t if self.input == "latent" else tokenizer.decode(z_t)
 
     def target(self, x0: torch.Tensor, z0: torch.Tensor, eps: torch.Tensor, tokenizer) -> torch.Tensor:
-        if self.predict == "eps":
-            return eps
-        if self.predict == "x0":
-            return z0
-        if self.predict == "image_pca":
-            return tokenizer.decode(z0)
-        return x0
+        return self.spec.target(x0, z0, eps, tokenizer)
 
     def forward(self, pred: torch.Tensor, x0: torch.Tensor, z0: torch.Tensor, eps: torch.Tensor,
                 gamma: torch.Tensor, sigma: torch.Tensor, tokenizer, *, var_out: torch.Tensor | None = None,
@@ -136,7 +131,7 @@ class Objective(nn.Module):
         lam = loss_weight(self.lambda_t, gamma, sigma)  # (B,)
         err = self.target(x0, z0, eps, tokenizer) - pred
         terms: dict[str, torch.Tensor] = {}
-        basis = tokenizer.basis() if self.predict == "image" else None
+        basis = tokenizer.basis() if self.spec.per_component else None
         if basis is None:
             per_sample = err.pow(2).flatten(1).mean(1)  # (B,)
         else:

@@ -81,13 +81,7 @@ class Denoiser(nn.Module):
     @torch.no_grad()
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
         mean, var = self.raw(z_t, t, y)
-        sch, predict = self.schedule, self.objective.predict
-        if predict == "eps":
-            eps = mean
-            x0 = sch.x0_from_eps(z_t, eps, t)
-        else:
-            x0 = mean if predict == "x0" else self.tokenizer.encode(mean)  # image / image_pca -> latent
-            eps = sch.eps_from_x0(z_t, x0, t)
+        x0, eps = self.objective.spec.latents(mean, z_t, t, self.schedule, self.tokenizer)
         return x0, eps, var
 
 

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 from timm.utils import ModelEmaV3
 
-from ldae.diffusion import Objective
+from ldae.diffusion.objectives import Objective
 from ldae.diffusion.schedules import schedule_from_config
 from ldae.diffusion.noise import (STREAM_EPS, STREAM_FLIP, STREAM_POSTERIOR, STREAM_T, keyed_normal,  # noqa: F401
                                   keyed_uniform_int, sample_keys)
