@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from torch.utils.data import DataLoader, TensorDataset
 
-from ldae.config import world_size_of
+from ldae.plan import accelerator_of, device_of, probe_batches, resolve, world_size_of
 from ldae.distributed import is_rank_zero, trainer_kwargs
 from ldae.data import LDAEDataModule, build_dataset, data_fingerprint
 from ldae.data.datamodule import BadImageReport
@@ -23,7 +23,7 @@ from ldae.lit.csv_metrics import AppendingCSVLogger as CSVLogger  # a resumed ru
 from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep, LastCheckpoint
 from ldae.signals import StopAtStepEnd
 from ldae.lit.pretrain import PretrainModule, build_backbone_for
-from ldae.lit.probe import EncoderFeatures, LinearProbe, PixelFeatures, probe_base_lr
+from ldae.lit.probe import EncoderFeatures, LinearProbe, PixelFeatures
 from ldae.tokenizers import Tokenizer, TrainableTokenizer, build_tokenizer, fit_or_load
 from ldae.tokenizers.base import ImageBatches
 
@@ -40,12 +40,12 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARN
 
 def stage_accelerator(cfg: DictConfig) -> str:
     """The accelerator of the stages' own Trainers (probe, fine-tuning): the run's, or the CPU without a GPU."""
-    return "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
+    return accelerator_of(cfg.trainer)
 
 
 def stage_device(cfg: DictConfig) -> str:
     """Where the work outside Lightning's loops runs (latent cache, probe features): the GPU the trainer asks for."""
-    return "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    return device_of(cfg.trainer)
 
 
 def loggers_for(cfg: DictConfig, out: Path, stage: str) -> list:
@@ -121,8 +121,7 @@ def clean_train_set(cfg: DictConfig, dm: LDAEDataModule):
 
 
 def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[PretrainModule, LDAEDataModule, dict]:
-    world = world_size_of(cfg.trainer)
-    dm = LDAEDataModule(cfg.data, world_size=world, seed=int(cfg.seed))
+    dm = LDAEDataModule(cfg.data, resolve(cfg).pretrain, seed=int(cfg.seed))
     dm.setup()
     clean_train = clean_train_set(cfg, dm)
     t0 = time.time()
@@ -269,20 +268,15 @@ def train_head(cfg: DictConfig, train_set, val_set, feature_dim: int, out: Path,
     pr = cfg.probe
     fbs = int(pr.feature_batch_size)
     workers = int(cfg.data.num_workers)
-    if extractor is None:  # features in memory: the whole batch at once
-        batch, accum = min(pr.batch_size, len(train_set)), 1
-    else:
-        batch = min(pr.batch_size, len(train_set))
-        accum = max(1, batch // fbs)
-        batch = batch // accum
-    world = world_size_of(cfg.trainer)  # probe.batch_size is global: each DDP rank loads 1/world of it
-    batch = max(1, batch // world)
+    # features in memory train in whole batches; images through the extractor in accumulated pieces
+    b = probe_batches(pr, len(train_set), world_size_of(cfg.trainer), cached=extractor is None)
+    batch, accum = b.per_device, b.accumulate
     # Same head init and order for every probed network, and independent of the RNG history of pretraining
     # (so a resumed run probes exactly as an uninterrupted one) and of whether the features were extracted
     # now (the loaders draw seeds) or read from the disk cache.
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    probe = LinearProbe(feature_dim, probe_data_config(cfg).num_classes, optimizer=pr.optimizer, base_lr=probe_base_lr(pr),
-                        batch_size=batch * accum * world, momentum=pr.momentum, weight_decay=pr.weight_decay,
+    probe = LinearProbe(feature_dim, probe_data_config(cfg).num_classes, optimizer=pr.optimizer, base_lr=b.base_lr,
+                        batch_size=b.effective, momentum=pr.momentum, weight_decay=pr.weight_decay,
                         warmup_epochs=pr.warmup_epochs, extractor=extractor)
     g = torch.Generator().manual_seed(int(cfg.seed))
     train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=len(train_set) > batch,
@@ -307,7 +301,7 @@ def train_head(cfg: DictConfig, train_set, val_set, feature_dim: int, out: Path,
             png = probe_curve(curve, out / "pictures" / f"probe_{tag}.png", title=f"{cfg.name}: probe ({tag})")
             log_pictures(trainer.loggers, {"pictures/probe_curve": png})
     return {"top1": curve[-1]["top1"], "curve": curve, "lr": probe.lr, "base_lr": probe.base_lr,
-            "batch_size": batch * accum * world, "samples_per_s": probe.samples_per_s, "feature_cache": cache_info}
+            "batch_size": b.effective, "samples_per_s": probe.samples_per_s, "feature_cache": cache_info}
 
 
 def probe_grid(cfg: DictConfig, module: PretrainModule, out: Path, ts: list[int], blocks: list[int]) -> list[dict]:
@@ -381,7 +375,7 @@ def _baselines(cfg: DictConfig, module: PretrainModule, train_set, val_set, out:
     # A random encoder whose blocks are NOT identities: adaLN projections and gates initialised like the
     # other layers (adaln_zero=False), so it is a real random network rather than a patch embedding.
     torch.manual_seed(int(cfg.seed) + 1)
-    rnd = build_backbone_for(module.cfg, module.tokenizer, module.objective, adaln_zero=False)
+    rnd = build_backbone_for(module.cfg, module.geometry, adaln_zero=False)
     ext_r = encoder_features(cfg, module, backbone=rnd)
     res["baseline_random_top1"] = linear_probe(cfg, ext_r, ext_r.dim, train_set, val_set, out, "random")["top1"]
     return res
@@ -391,7 +385,7 @@ def baseline_probes(cfg: DictConfig, out: Path) -> dict:
     """The two probe baselines of a config without pretraining it (its tokenizer fitted or loaded): raw
     pixels and a random encoder of its architecture, by the same probe code on the same data. A trajectory
     measures them once, beside its rows."""
-    dm = LDAEDataModule(cfg.data, world_size=world_size_of(cfg.trainer), seed=int(cfg.seed))
+    dm = LDAEDataModule(cfg.data, resolve(cfg).pretrain, seed=int(cfg.seed))
     dm.setup()
     clean_train = clean_train_set(cfg, dm)
     tokenizer, _ = fit_tokenizer(cfg, clean_train)

@@ -2,7 +2,7 @@
 
 from ldae.config import validate
 from ldae.models.registry import lookup
-from ldae.tokenizers import resolve_latent_dim
+from ldae.plan import resolve_latent_dim
 
 
 def _fake_imagefolder(root):

@@ -2,7 +2,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ldae.tokenizers import PatchPCA, Pixels, build_tokenizer, effective_latent_dim, fit_or_load
+from ldae.plan import effective_latent_dim
+from ldae.tokenizers import PatchPCA, Pixels, build_tokenizer, fit_or_load
 from ldae.tokenizers.patch import patchify, unpatchify
 
 

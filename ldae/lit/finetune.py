@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from ldae.lit.schedules import per_step_schedule
+from ldae.plan import finetune_batches, scaled_lr
 
 log = logging.getLogger("ldae")
 
@@ -92,7 +93,7 @@ class FineTuneModule(pl.LightningModule):
         if self.ema is not None:
             self.ema.requires_grad_(False)
         self.effective_batch = effective_batch
-        self.lr = float(pr.base_lr) * effective_batch / 256  # BASE lr x batch / 256 (App. B: 1e-3 -> 4e-3 at 1024)
+        self.lr = scaled_lr(float(pr.base_lr), effective_batch)  # BASE lr x batch / 256 (App. B: 1e-3 -> 4e-3 at 1024)
         self._counts: dict[str, list[int]] = {}
         self.history: list[dict] = []
         self.train_samples, self.train_seconds, self._t0 = 0, 0.0, 0.0
@@ -153,7 +154,6 @@ class FineTuneModule(pl.LightningModule):
 
 def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
     """Fine-tune the checkpoint's encoder with the App. B recipe (cfg.probe); returns {finetune_top1, ...}."""
-    from ldae.data.datamodule import split_batch
     from ldae.evaluation import finetune_datasets
     from ldae.export import build_vit, fold_encoder
     from ldae.lit.probe import EncoderFeatures
@@ -177,10 +177,9 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
 
     train_set, val_set = finetune_datasets(cfg)
     train_set = AugmentedView(train_set, train_transform(pr, int(cfg.data.image_size)))
-    batch = min(int(pr.batch_size), len(train_set))
-    batch -= batch % 2  # MixUp pairs samples: an even batch
-    device_batch, accum = split_batch(batch, 1, pr.get("device_batch_size"))
-    ft = FineTuneModule(vit, to_input, int(probe_data_config(cfg).num_classes), pr, device_batch * accum)
+    b = finetune_batches(pr, len(train_set))  # an even batch: MixUp pairs samples
+    device_batch, accum = b.per_device, b.accumulate
+    ft = FineTuneModule(vit, to_input, int(probe_data_config(cfg).num_classes), pr, b.effective)
     g = torch.Generator().manual_seed(int(cfg.seed))
     workers = int(cfg.data.num_workers)
     train_loader = DataLoader(train_set, batch_size=device_batch, shuffle=True, drop_last=True, generator=g,
@@ -196,7 +195,7 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
     trainer.fit(ft, train_loader, val_loader)
     last = ft.history[-1]
     res = {"finetune_top1": last["model_top1"], "finetune_curve": ft.history, "finetune_lr": ft.lr,
-           "finetune_batch_size": device_batch * accum, "finetune_wall_s": time.time() - t0,
+           "finetune_batch_size": b.effective, "finetune_wall_s": time.time() - t0,
            "finetune_train_samples_per_s": ft.train_samples / max(ft.train_seconds, 1e-9)}
     if "ema_top1" in last:
         res["finetune_ema_top1"] = last["ema_top1"]

@@ -10,7 +10,7 @@ def build_backbone(cfg, input_size: int, patch_size: int, in_channels: int, out_
     """cfg: the `model` config node; explicit hidden_size/depth/num_heads/encoder_depth override the registry."""
     from ldae.models.dit import DiT  # torch is imported only when a model is built
 
-    spec = lookup(cfg.name)  # a "/P" name's patch is applied by the caller (ldae.lit.pretrain.backbone_io)
+    spec = lookup(cfg.name)  # a "/P" name's patch is applied by the caller (ldae.plan.backbone_geometry)
     depth = cfg.depth if cfg.depth is not None else spec.depth
     return DiT(
         input_size=input_size, patch_size=patch_size, in_channels=in_channels, out_channels=out_channels,
