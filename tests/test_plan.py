@@ -121,7 +121,8 @@ def test_plugin_geometry_comes_from_the_built_tokenizer():
 
     lat = resolve(cfg, tokenizer=Tok()).latent
     assert (lat.channels, lat.stride, lat.map_size, lat.grid, lat.d) == (8, 2, 8, 4, 32)
-    assert resolve(cfg, tokenizer=Tok()).backbone.io()["patch_size"] == 2
+    bb = resolve(cfg, tokenizer=Tok()).backbone  # experiment=ldae reads images: pixel patch = stride x 2
+    assert (cfg.target.input, bb.in_channels, bb.input_size, bb.patch_size, bb.num_tokens) == ("image", 3, 16, 4, 16)
 
 
 def test_probe_and_finetune_batches():
