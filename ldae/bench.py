@@ -21,12 +21,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ldae.plan import device_of, split_batch
 from ldae.speed import adamw_kwargs
-
-
-def device_of(cfg: DictConfig) -> torch.device:
-    want = cfg.trainer.accelerator
-    return torch.device("cuda" if torch.cuda.is_available() and want in ("auto", "gpu", "cuda") else "cpu")
 
 
 def _sync(device: torch.device) -> None:
@@ -193,10 +189,8 @@ def step_flops(cfg: DictConfig, tokenizer, batch, device: torch.device) -> int:
 
 def bench_step(cfg: DictConfig) -> tuple[list[dict], dict]:
     """Time every variant of cfg.bench.variants; rows for the table and facts about the run."""
-    from ldae.data.datamodule import split_batch
-
     b = cfg.bench
-    device = device_of(cfg)
+    device = torch.device(device_of(cfg.trainer))
     per_device, _ = split_batch(int(cfg.data.batch_size), 1, cfg.data.get("device_batch_size"))
     n = int(b.batch_size or per_device)
     batch = synthetic_batch(n, int(cfg.data.image_size), int(cfg.data.num_classes), device, int(cfg.seed))
@@ -271,7 +265,6 @@ def bench_loader(cfg: DictConfig) -> tuple[list[dict], dict]:
     from torch.utils.data import DataLoader
 
     from ldae.data import build_dataset
-    from ldae.data.datamodule import split_batch
 
     b = cfg.bench
     per_device, _ = split_batch(int(cfg.data.batch_size), 1, cfg.data.get("device_batch_size"))

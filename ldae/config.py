@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ldae import plan
 from ldae.errors import ConfigError  # noqa: F401  raised here, and imported from here by the CLIs and tests
 
 
@@ -172,21 +173,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("num_train", "num_val"):
         v = d.get(key)
         _require(v is None or (isinstance(v, int) and v >= 1), f"data.{key}={v} must be null or an integer >= 1")
-    p = tok.patch_size
-    _require(isinstance(p, int) and p >= 1, f"tokenizer.patch_size={p} must be an integer >= 1")
-    _require(d.image_size % p == 0,
-             f"data.image_size={d.image_size} is not divisible by tokenizer.patch_size={p}; allowed: multiples of {p}")
-    D = 3 * p * p
-    plugin_tok = tok.get("_target_") is not None
-    if tok.name != "none" and (not plugin_tok or tok.get("latent_dim") is not None):
-        units = tok.get("latent_units", "paper")
-        _require(units in ("paper", "absolute"), f"unknown tokenizer.latent_units '{units}'; allowed: paper, absolute")
-        limit = 768 if units == "paper" else D
-        ld = tok.latent_dim
-        _require(isinstance(ld, int) and 1 <= ld <= limit,
-                 f"tokenizer.latent_dim={ld} is out of range; allowed: 1..{limit} "
-                 + ("(the paper's units, per 768-dim patch)" if units == "paper" else f"(the patch dimension D = 3*{p}*{p})"))
-    _validate_tokenizer(tok)
+    plan.token_grid(d.image_size, tok.patch_size)
+    plan.resolve_latent_dim(tok)
+    _validate_tokenizer(tok, d.image_size)
     if tok.get("latent_cache"):
         _require(tok.name in ("vqgan", "patch_vae", "patch_ae"),
                  f"tokenizer.latent_cache=true is for trained tokenizers; allowed: vqgan, patch_vae, patch_ae (got {tok.name})")
@@ -224,9 +213,7 @@ def validate(cfg: DictConfig) -> None:
     _require(bool(d.get("labels", True)) or op is None or not op.enabled,
              f"online_probe.enabled=true reads the pretraining labels, but data.labels=false for data={d.name}; "
              f"set online_probe.enabled=false")
-    world = world_size_of(cfg.trainer)
-    _require(d.batch_size % world == 0, f"data.batch_size={d.batch_size} is not divisible by the world size "
-             f"{world} (trainer.devices x trainer.num_nodes); allowed: multiples of {world}")
+    plan.pretrain_batches(cfg)
     _require(o.warmup_epochs >= 0, f"optim.warmup_epochs={o.warmup_epochs} must be >= 0")
     me = cfg.trainer.get("max_epochs")
     _require(isinstance(me, int) and me >= 1, f"trainer.max_epochs={me} must be an integer >= 1")
@@ -262,13 +249,7 @@ def validate(cfg: DictConfig) -> None:
     _require(ed is None or (_is_int(ed) and 1 <= ed <= depth),
              f"model.encoder_depth={ed} is out of range; allowed: null (the registry's split) or 1..{depth} "
              f"(the depth of model.name={m.name})")
-    explicit = m.get("patch_size") if m.get("patch_size") is not None else spec.patch_size
-    if tok.name == "vqgan" and explicit is not None:
-        _require(explicit == tok.dit_patch, f"model patch {explicit} (model.name={m.name}) does not match "
-                 f"tokenizer.dit_patch={tok.dit_patch}; allowed: {tok.dit_patch}, or set tokenizer.dit_patch={explicit}")
-    lp = 1 if tok.name == "vqgan" else (explicit or 1)  # vqgan: the grid is already counted in DiT patches
-    _require(isinstance(lp, int) and lp >= 1 and (d.image_size // p) % lp == 0,
-             f"model patch {lp} does not divide the {d.image_size // p}-token grid (data.image_size / tokenizer.patch_size)")
+    plan.geometry(cfg)  # the token grid, the latent map and the backbone's patch agree
     _require(not m.class_cond or m.class_dropout > 0,
              f"model.class_cond=true needs model.class_dropout > 0 (got {m.class_dropout}): the null class it "
              f"creates is what the probe and guidance feed")
@@ -292,6 +273,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_probe(cfg.probe, cfg)
     _validate_speed(cfg.get("speed"))
     _check_data_files(d, "data")
+    plan.resolve(cfg)
 
 
 def _check_data_files(d: DictConfig, key: str) -> None:
@@ -446,23 +428,6 @@ def check_image_folder(d: DictConfig, split: str, sample: int = 8, key: str = "d
                       f"(e.g. {errors[0]}); allowed: readable image files")
 
 
-def world_size_of(tcfg) -> int:
-    """Processes the trainer config asks for (devices x nodes); "auto"/-1 counts visible GPUs (light import)."""
-    devices, nodes = tcfg.get("devices", 1), int(tcfg.get("num_nodes", 1))
-    if isinstance(devices, int) and devices > 0:
-        return devices * nodes
-    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
-        return len(devices) * nodes
-    if isinstance(devices, str) and devices.isdigit():
-        return int(devices) * nodes
-    if isinstance(devices, str) and "," in devices:
-        return len([x for x in devices.split(",") if x.strip()]) * nodes
-    import torch
-
-    use_gpu = tcfg.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return (torch.cuda.device_count() if use_gpu else 1) * nodes
-
-
 def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
     """The evaluation protocol (conf/probe/): keys every protocol reads, then the protocol's own."""
     from ldae.choices import CLEAN_INPUTS, PROBE_LR_SOURCES, PROBE_OPTIMIZERS, PROBE_POOLS, PROTOCOLS
@@ -515,7 +480,7 @@ def _validate_speed(sp) -> None:
         _require(isinstance(sp[key], bool), f"speed.{key}={sp[key]} must be true or false")
 
 
-def _validate_tokenizer(tok: DictConfig) -> None:
+def _validate_tokenizer(tok: DictConfig, image_size: int) -> None:
     """Checks of the gradient-trained tokenizers: choices, local weight paths, the conv VAE's geometry."""
     from ldae.choices import LATENT_NORMS, PCA_SCALINGS, POSTERIORS, RECON_LOSSES
 
@@ -530,10 +495,7 @@ def _validate_tokenizer(tok: DictConfig) -> None:
     _require(isinstance(steps, int) and steps >= 0, f"tokenizer.train_steps={steps} must be an integer >= 0")
     if tok.name != "vqgan":
         return
-    p, dp = tok.patch_size, tok.dit_patch
-    _require(isinstance(dp, int) and dp >= 1 and p % dp == 0 and ((p // dp) & (p // dp - 1)) == 0,
-             f"tokenizer.dit_patch={dp} does not fit tokenizer.patch_size={p}; allowed: divisors of {p} "
-             f"that leave a power-of-2 stride (stride x dit_patch = patch_size)")
+    latent = plan.latent_geometry(tok, image_size)  # checks dit_patch against patch_size
     pre = tok.pretrained_path
     if pre:
         _require(os.path.isfile(os.path.join(pre, "config.json")),
@@ -542,13 +504,12 @@ def _validate_tokenizer(tok: DictConfig) -> None:
         import json
 
         got = json.loads(Path(pre, "config.json").read_text())
-        D = 3 * p * p
-        d_eff = int(tok.latent_dim) if tok.latent_units == "absolute" else max(1, round(int(tok.latent_dim) * D / 768))
-        want_c, want_stride = max(1, round(d_eff / dp**2)), p // dp
+        want_c, want_stride = latent.channels, latent.stride
         got_c, got_stride = got.get("latent_channels"), 2 ** (len(got.get("block_out_channels", [0])) - 1)
         _require(got_c == want_c and got_stride == want_stride,
                  f"tokenizer.pretrained_path={pre} has {got_c} latent channels at stride {got_stride}; this config "
-                 f"needs {want_c} at stride {want_stride} (latent_dim={tok.latent_dim}, patch_size={p}, dit_patch={dp})")
+                 f"needs {want_c} at stride {want_stride} (latent_dim={tok.latent_dim}, patch_size={tok.patch_size}, "
+                 f"dit_patch={latent.patch})")
         return  # public weights are used as they are: no training, no training losses
     per = tok.perceptual
     if per.weight > 0 and not per.random_backbone:

@@ -22,9 +22,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ldae.checkpoints import (load_checkpoint_config, load_official, load_official_checkpoint, official_run_config,
                               upgrade_stored_config)
-from ldae.config import validate, world_size_of
+from ldae.config import validate
 from ldae.data import LDAEDataModule, build_dataset, data_fingerprint
-from ldae.data.datamodule import split_batch
 from ldae.data.datasets import warn_bad_images
 from ldae.data.sampling import random_subset, subset_identity
 from ldae.lit.features import (EncoderFeatures, GridFeatures, PixelFeatures, cached_features, feature_cache_dir,
@@ -32,7 +31,8 @@ from ldae.lit.features import (EncoderFeatures, GridFeatures, PixelFeatures, cac
 from ldae.lit.finetune import AugmentedView, FineTuneModule, train_transform
 from ldae.lit.knn import knn_top1
 from ldae.lit.pretrain import PretrainModule, build_backbone_for
-from ldae.lit.probe import LinearProbe, probe_base_lr
+from ldae.lit.probe import LinearProbe
+from ldae.plan import finetune_batches, probe_batches, resolve, world_size_of
 from ldae.models.timm_vit import build_vit, fold_encoder
 from ldae.pictures import probe_curve
 from ldae.runtime import loggers_for, probe_devices, stage_accelerator, stage_device
@@ -119,20 +119,15 @@ def train_head(cfg: DictConfig, train_set, val_set, feature_dim: int, out: Path,
     pr = cfg.probe
     fbs = int(pr.feature_batch_size)
     workers = int(cfg.data.num_workers)
-    if extractor is None:  # features in memory: the whole batch at once
-        batch, accum = min(pr.batch_size, len(train_set)), 1
-    else:
-        batch = min(pr.batch_size, len(train_set))
-        accum = max(1, batch // fbs)
-        batch = batch // accum
-    world = world_size_of(cfg.trainer)  # probe.batch_size is global: each DDP rank loads 1/world of it
-    batch = max(1, batch // world)
+    # features in memory train in whole batches; images through the extractor in accumulated pieces
+    b = probe_batches(pr, len(train_set), world_size_of(cfg.trainer), cached=extractor is None)
+    batch, accum = b.per_device, b.accumulate
     # Same head init and order for every probed network, and independent of the RNG history of pretraining
     # (so a resumed run probes exactly as an uninterrupted one) and of whether the features were extracted
     # now (the loaders draw seeds) or read from the disk cache.
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    probe = LinearProbe(feature_dim, probe_data_config(cfg).num_classes, optimizer=pr.optimizer, base_lr=probe_base_lr(pr),
-                        batch_size=batch * accum * world, momentum=pr.momentum, weight_decay=pr.weight_decay,
+    probe = LinearProbe(feature_dim, probe_data_config(cfg).num_classes, optimizer=pr.optimizer, base_lr=b.base_lr,
+                        batch_size=b.effective, momentum=pr.momentum, weight_decay=pr.weight_decay,
                         warmup_epochs=pr.warmup_epochs, extractor=extractor)
     g = torch.Generator().manual_seed(int(cfg.seed))
     train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=len(train_set) > batch,
@@ -153,7 +148,7 @@ def train_head(cfg: DictConfig, train_set, val_set, feature_dim: int, out: Path,
             png = probe_curve(curve, out / "pictures" / f"probe_{tag}.png", title=f"{cfg.name}: probe ({tag})")
             log_pictures(trainer.loggers, {"pictures/probe_curve": png})
     return {"top1": curve[-1]["top1"], "curve": curve, "lr": probe.lr, "base_lr": probe.base_lr,
-            "batch_size": batch * accum * world, "samples_per_s": probe.samples_per_s, "feature_cache": cache_info}
+            "batch_size": b.effective, "samples_per_s": probe.samples_per_s, "feature_cache": cache_info}
 
 
 def probe_grid(cfg: DictConfig, module: PretrainModule, out: Path, ts: list[int], blocks: list[int]) -> list[dict]:
@@ -203,7 +198,7 @@ def _baselines(cfg: DictConfig, module: PretrainModule, train_set, val_set, out:
     # A random encoder whose blocks are NOT identities: adaLN projections and gates initialised like the
     # other layers (adaln_zero=False), so it is a real random network rather than a patch embedding.
     torch.manual_seed(int(cfg.seed) + 1)
-    rnd = build_backbone_for(module.cfg, module.tokenizer, module.objective, adaln_zero=False)
+    rnd = build_backbone_for(module.cfg, module.geometry, adaln_zero=False)
     ext_r = encoder_features(cfg, module, backbone=rnd)
     res["baseline_random_top1"] = linear_probe(cfg, ext_r, ext_r.dim, train_set, val_set, out, "random")["top1"]
     return res
@@ -213,7 +208,7 @@ def baseline_probes(cfg: DictConfig, out: Path) -> dict:
     """The two probe baselines of a config without pretraining it (its tokenizer fitted or loaded): raw
     pixels and a random encoder of its architecture, by the same probe code on the same data. A trajectory
     measures them once, beside its rows."""
-    dm = LDAEDataModule(cfg.data, world_size=world_size_of(cfg.trainer), seed=int(cfg.seed))
+    dm = LDAEDataModule(cfg.data, resolve(cfg).pretrain, seed=int(cfg.seed))
     dm.setup()
     clean_train = clean_train_set(cfg, dm)
     tokenizer, _ = fit_tokenizer(cfg, clean_train)
@@ -263,10 +258,9 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
 
     train_set, val_set = finetune_datasets(cfg)
     train_set = AugmentedView(train_set, train_transform(pr, int(cfg.data.image_size)))
-    batch = min(int(pr.batch_size), len(train_set))
-    batch -= batch % 2  # MixUp pairs samples: an even batch
-    device_batch, accum = split_batch(batch, 1, pr.get("device_batch_size"))
-    ft = FineTuneModule(vit, to_input, int(probe_data_config(cfg).num_classes), pr, device_batch * accum)
+    b = finetune_batches(pr, len(train_set))  # an even batch: MixUp pairs samples
+    device_batch, accum = b.per_device, b.accumulate
+    ft = FineTuneModule(vit, to_input, int(probe_data_config(cfg).num_classes), pr, b.effective)
     g = torch.Generator().manual_seed(int(cfg.seed))
     workers = int(cfg.data.num_workers)
     train_loader = DataLoader(train_set, batch_size=device_batch, shuffle=True, drop_last=True, generator=g,
@@ -282,7 +276,7 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
     trainer.fit(ft, train_loader, val_loader)
     last = ft.history[-1]
     res = {"finetune_top1": last["model_top1"], "finetune_curve": ft.history, "finetune_lr": ft.lr,
-           "finetune_batch_size": device_batch * accum, "finetune_wall_s": time.time() - t0,
+           "finetune_batch_size": b.effective, "finetune_wall_s": time.time() - t0,
            "finetune_train_samples_per_s": ft.train_samples / max(ft.train_seconds, 1e-9)}
     if "ema_top1" in last:
         res["finetune_ema_top1"] = last["ema_top1"]

@@ -32,14 +32,6 @@ def denoiser_for(module, gen_cfg) -> Denoiser:
                     guidance_channels=str(gen_cfg.get("guidance_channels", "all")))
 
 
-def latent_shape(module, n: int) -> tuple[int, ...]:
-    """(n, C, H/s, W/s): a patch tokenizer's latent is d channels per patch (s = patch); the conv VAE's is its
-    C channels at stride s = patch / dit_patch (backbone_io's geometry)."""
-    tok, size = module.tokenizer, int(module.cfg.data.image_size)
-    g = size // (tok.patch_size // tok.latent_patch)
-    return (n, tok.latent_channels, g, g)
-
-
 @torch.no_grad()
 def generate_images(module, gen_cfg, n: int, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
     """n images (n, 3, H, W) in [-1, 1]. A class-conditional model samples random classes unless labels are
@@ -50,7 +42,7 @@ def generate_images(module, gen_cfg, n: int, seed: int = 0, labels: torch.Tensor
         g = torch.Generator().manual_seed(int(seed) + 1)
         labels = torch.randint(0, int(module.cfg.data.num_classes), (n,), generator=g)
     y = labels.to(device) if labels is not None and module.class_cond else None
-    z0 = sample(den, gen_cfg.sampler, latent_shape(module, n), gen_cfg.steps, float(gen_cfg.eta), y, seed, device)
+    z0 = sample(den, gen_cfg.sampler, module.geometry.latent.shape(n), gen_cfg.steps, float(gen_cfg.eta), y, seed, device)
     return module.tokenizer.decode(z0).clamp(-1, 1)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
-from ldae.config import world_size_of
+from ldae.plan import accelerator_of, device_of, world_size_of
 from ldae.distributed import trainer_kwargs
 from ldae.lit.csv_metrics import AppendingCSVLogger as CSVLogger  # a resumed run keeps its curves
 from ldae.wandb_logger import make_wandb_logger
@@ -16,12 +15,12 @@ from ldae.wandb_logger import make_wandb_logger
 
 def stage_accelerator(cfg: DictConfig) -> str:
     """The accelerator of the stages' own Trainers (probe, fine-tuning): the run's, or the CPU without a GPU."""
-    return "cpu" if not torch.cuda.is_available() else cfg.trainer.accelerator
+    return accelerator_of(cfg.trainer)
 
 
 def stage_device(cfg: DictConfig) -> str:
     """Where the work outside Lightning's loops runs (latent cache, probe features): the GPU the trainer asks for."""
-    return "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    return device_of(cfg.trainer)
 
 
 def loggers_for(cfg: DictConfig, out: Path, stage: str) -> list:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from torch.utils.data import DataLoader
 
-from ldae.config import world_size_of
+from ldae.plan import resolve
 from ldae.distributed import global_rank, is_rank_zero, launched_world_size, trainer_kwargs
 from ldae.data import LDAEDataModule, build_dataset, data_fingerprint
 from ldae.data.datamodule import BadImageReport
@@ -107,8 +107,7 @@ def clean_train_set(cfg: DictConfig, dm: LDAEDataModule):
 
 
 def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[PretrainModule, LDAEDataModule, dict]:
-    world = world_size_of(cfg.trainer)
-    dm = LDAEDataModule(cfg.data, world_size=world, seed=int(cfg.seed))
+    dm = LDAEDataModule(cfg.data, resolve(cfg).pretrain, seed=int(cfg.seed))
     dm.setup()
     clean_train = clean_train_set(cfg, dm)
     t0 = time.time()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ldae import signals
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
 from ldae.distributed import end_job, is_rank_zero, job_run_dir
+from ldae.plan import resolve
 from ldae.resume import (Heartbeat, checkpoint_problem, claim, find_unfinished, fingerprint, latest_checkpoint,
                          live_owner, register, registry_entry)
 from ldae.run_identity import identity
@@ -59,6 +61,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         if beat is not None:
             beat.stop()
     tok = module.tokenizer
+    plan = resolve(cfg, tokenizer=tok)
     results = {
         "experiment": cfg.name,
         **identity(cfg),  # family, group, point, swept, tags: how experiments/report.py compares runs
@@ -68,9 +71,9 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         "resumed_from": ckpt_path,
         "data": cfg.data.name,
         "tokenizer_name": cfg.tokenizer.name,
-        "latent_dim_paper": cfg.tokenizer.latent_dim if cfg.tokenizer.latent_units == "paper" else None,
-        "latent_dim": tok.latent_dim,
-        "patch_dim": tok.patch_dim,
+        "latent_dim_paper": plan.latent.d_paper,
+        "latent_dim": plan.latent.d,
+        "patch_dim": plan.latent.patch_dim,
         # Eq. 4's per-component weights need an orthonormal basis (PCA, pixels); without one the loss is
         # unweighted pixel MSE.
         "loss_weighting": ("per_component" if tok.basis() is not None else "unweighted_pixel_mse")
@@ -78,6 +81,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         **info,
         **probe,
         "wall_s": time.time() - t0,
+        "plan": dataclasses.asdict(plan),  # everything derived from the config (ldae/plan.py)
     }
     notes = tokenizer_notes(tok)
     if notes:

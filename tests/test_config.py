@@ -4,7 +4,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
 from ldae.config import ConfigError, check_group_overrides, group_options, validate
-from ldae.tokenizers import resolve_latent_dim
+from ldae.plan import resolve_latent_dim
 
 SCALES = group_options("scale")
 EXPERIMENTS = group_options("experiment")

@@ -5,7 +5,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ldae.data import build_dataset
-from ldae.data.datamodule import split_batch
+from ldae.plan import split_batch
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 

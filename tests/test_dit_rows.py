@@ -71,14 +71,14 @@ def test_dit_config_errors(compose, overrides, message):
 
 
 def test_dit_patch_from_name(compose):
-    from ldae.lit.pretrain import backbone_io
-    from ldae.diffusion.objectives import Objective
+    from ldae.plan import geometry
 
     class Tok:  # a patch tokenizer: latent (B, d, H/p, W/p), read with patch 1 unless the model says otherwise
-        name, patch_size, latent_dim, latent_channels, latent_patch = "patch_pca", 2, 4, 4, 1
+        name, patch_size, patch_dim, latent_dim, latent_channels, latent_patch = "patch_pca", 2, 12, 4, 4, 1
 
-    cfg = compose("model.name=micro-1-1/2")
-    io = backbone_io(cfg, Tok(), Objective("eps", "latent", "one"))
+    cfg = compose("model.name=micro-1-1/2", "target.predict=eps", "target.input=latent")
+    io = geometry(cfg, Tok()).backbone.io()
     assert io == {"input_size": 8, "patch_size": 2, "in_channels": 4, "out_channels": 4, "out_patch_size": 2}
-    io = backbone_io(cfg, Tok(), Objective("image", "image"))
+    cfg = compose("model.name=micro-1-1/2", "target.predict=image", "target.input=image")
+    io = geometry(cfg, Tok()).backbone.io()
     assert io["patch_size"] == 4 and io["out_patch_size"] == 4

@@ -63,7 +63,7 @@ def test_lars_step_matches_hand_computation(wd):
 
 
 def test_probe_lr_presets_and_sources(compose):
-    from ldae.lit.probe import probe_base_lr
+    from ldae.plan import probe_base_lr
 
     pr = compose("scale=paper").probe
     assert pr.lr_source == "mae" and probe_base_lr(pr) * 16384 / 256 == pytest.approx(6.4)

@@ -4,7 +4,7 @@ from helpers import write_image_folder
 
 from ldae.config import validate
 from ldae.models.registry import lookup
-from ldae.tokenizers import resolve_latent_dim
+from ldae.plan import resolve_latent_dim
 
 
 def _fake_imagefolder(root):

@@ -3,7 +3,8 @@ import torch
 from helpers import smooth_images
 from omegaconf import OmegaConf
 
-from ldae.tokenizers import PatchPCA, Pixels, build_tokenizer, effective_latent_dim, fit_or_load
+from ldae.plan import effective_latent_dim
+from ldae.tokenizers import PatchPCA, Pixels, build_tokenizer, fit_or_load
 from ldae.tokenizers.patch import patchify, unpatchify
 
 

@@ -1,4 +1,4 @@
-"""The Lightning datamodule: global batch -> per-device batch and gradient accumulation."""
+"""The Lightning datamodule: the plan's per-device batch and gradient accumulation (ldae.plan.pretrain_batches)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from ldae.data.datasets import build_dataset, warn_bad_images
 from ldae.data.sampling import EpochBatchSampler, ResumableLoader
-
-
-def split_batch(global_batch: int, world_size: int, device_cap: int | None) -> tuple[int, int]:
-    """Global batch -> (per-device batch, accumulation steps) with per_device * accum * world = global."""
-    if global_batch % world_size:
-        raise ValueError(f"data.batch_size={global_batch} is not divisible by the world size {world_size}")
-    per_rank = global_batch // world_size
-    accum = 1
-    if device_cap:
-        while per_rank // accum > device_cap or per_rank % accum:
-            accum += 1
-    return per_rank // accum, accum
+from ldae.plan import Batches
 
 
 class LDAEDataModule(pl.LightningDataModule):
-    def __init__(self, cfg, world_size: int = 1, seed: int = 0):
+    """cfg: the `data` node; batches: the run plan's pretraining batches (ldae.plan.pretrain_batches)."""
+
+    def __init__(self, cfg, batches: Batches, seed: int = 0):
         super().__init__()
         self.cfg = cfg
-        self.world_size, self.seed = world_size, int(seed)
-        self.device_batch, self.accumulate = split_batch(cfg.batch_size, world_size, cfg.device_batch_size)
+        self.world_size, self.seed = batches.world_size, int(seed)
+        self.device_batch, self.accumulate = batches.per_device, batches.accumulate
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.latent_train_set: Dataset | None = None  # set when pretraining reads a latent cache

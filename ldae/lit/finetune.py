@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ldae.lit.schedules import per_step_schedule
+from ldae.plan import scaled_lr
 
 
 class AugmentedView(Dataset):
@@ -89,7 +90,7 @@ class FineTuneModule(pl.LightningModule):
         if self.ema is not None:
             self.ema.requires_grad_(False)
         self.effective_batch = effective_batch
-        self.lr = float(pr.base_lr) * effective_batch / 256  # BASE lr x batch / 256 (App. B: 1e-3 -> 4e-3 at 1024)
+        self.lr = scaled_lr(float(pr.base_lr), effective_batch)  # BASE lr x batch / 256 (App. B: 1e-3 -> 4e-3 at 1024)
         self._counts: dict[str, list[int]] = {}
         self.history: list[dict] = []
         self.train_samples, self.train_seconds, self._t0 = 0, 0.0, 0.0

@@ -13,7 +13,8 @@ from ldae.diffusion.noise import (STREAM_EPS, STREAM_FLIP, STREAM_POSTERIOR, STR
                                   keyed_uniform_int, sample_keys)
 from ldae.lit.checkpointing import rng_states, set_rng_states
 from ldae.lit.schedules import warmup_cosine
-from ldae.models import build_backbone, lookup
+from ldae.plan import Geometry, geometry, pretrain_batches
+from ldae.models import build_backbone
 from ldae.models.dit import DiT
 from ldae.speed import adamw_kwargs, prepare_backbone, prepare_tokenizer, set_tf32, speed_of
 from ldae.tokenizers import Tokenizer, build_tokenizer
@@ -38,41 +39,10 @@ def build_objective(cfg) -> Objective:
                      output_basis=t.output_basis)
 
 
-def latent_patch(model_cfg, default: int | None = 1) -> int | None:
-    """DiT's patch on the latent map: model.patch_size, else a "/P" model name's P, else `default`."""
-    p = model_cfg.get("patch_size")
-    return int(p) if p is not None else (lookup(model_cfg.name).patch_size or default)
-
-
-def backbone_io(cfg, tokenizer: Tokenizer, objective: Objective) -> dict:
-    """Input/output geometry of the backbone: pixels (3 channels) or the latent map (C channels).
-
-    A patch tokenizer's latent is (B, d, H/p, W/p) (latent_patch 1); the conv VAE's is (B, C, H/s, W/s) with
-    its own DiT patch (latent_patch = p / s, d = C x latent_patch²). A DiT "/P" name or model.patch_size sets
-    the patch on the latent map of a patch tokenizer (DiT-L/2 on a p-patch latent: pixel patch 2p).
-    """
-    size, p = cfg.data.image_size, tokenizer.patch_size
-    c, tlp = tokenizer.latent_channels, tokenizer.latent_patch
-    stride = p // tlp  # pixels per latent cell
-    mlp = latent_patch(cfg.model, default=None)
-    if mlp is not None and tlp != 1 and mlp != tlp:
-        raise ValueError(f"model patch {mlp} does not match the {tokenizer.name} tokenizer's DiT patch {tlp}; "
-                         f"set tokenizer.dit_patch={mlp} or drop the model's /P")
-    lp = mlp if mlp is not None else tlp
-    if objective.input == "image":
-        io = {"input_size": size, "patch_size": stride * lp, "in_channels": 3}
-    else:
-        io = {"input_size": size // stride, "patch_size": lp, "in_channels": c}
-    if objective.output_space == "image":
-        io.update(out_channels=3, out_patch_size=stride * lp)
-    else:
-        io.update(out_channels=c, out_patch_size=lp)
-    return io
-
-
-def build_backbone_for(cfg, tokenizer: Tokenizer, objective: Objective, adaln_zero: bool | None = None) -> DiT:
+def build_backbone_for(cfg, geometry: Geometry, adaln_zero: bool | None = None) -> DiT:
+    """The backbone of the run config `cfg` with the plan's geometry (ldae.plan.geometry)."""
     return build_backbone(cfg.model, num_classes=cfg.data.num_classes, adaln_zero=adaln_zero,
-                          **backbone_io(cfg, tokenizer, objective))
+                          **geometry.backbone.io())
 
 
 class PretrainModule(pl.LightningModule):
@@ -93,7 +63,8 @@ class PretrainModule(pl.LightningModule):
         prepare_tokenizer(self.tokenizer, self.speed)
         self.objective = build_objective(cfg)
         self.schedule = schedule_from_config(cfg.schedule)
-        self.backbone = build_backbone_for(cfg, self.tokenizer, self.objective)
+        self.geometry = geometry(cfg, self.tokenizer)  # the run plan's, from the built tokenizer
+        self.backbone = build_backbone_for(cfg, self.geometry)
         self.ema = None
         if cfg.optim.ema:
             self.ema = ModelEmaV3(self.backbone, decay=cfg.optim.ema_decay, use_warmup=cfg.optim.ema_warmup,
@@ -222,23 +193,21 @@ class PretrainModule(pl.LightningModule):
     # --- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self):
         o = self.cfg.optim
-        world = self.trainer.world_size if self.trainer is not None else 1
-        accum = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
         # The effective batch is what one optimiser step sees: it equals data.batch_size by construction.
-        effective = self.cfg.data.batch_size
-        self.lr = o.base_lr * effective / 256
+        b = pretrain_batches(self.cfg)
+        self.lr = b.lr
         on_cuda = next(self.backbone.parameters()).is_cuda
         opt = torch.optim.AdamW(self.backbone.parameters(), lr=self.lr, betas=tuple(o.betas),
                                 weight_decay=o.weight_decay, **adamw_kwargs(self.speed, on_cuda))
         # Counted here, not with trainer.estimated_stepping_batches: that builds the train loader before the
         # checkpoint is restored, so a mid-epoch resume would lose the loader position.
-        steps_per_epoch = max(1, len(self.trainer.datamodule.train_dataloader()) // accum)
+        steps_per_epoch = max(1, len(self.trainer.datamodule.train_dataloader()) // b.accumulate)
         total = steps_per_epoch * self.trainer.max_epochs
         sched = warmup_cosine(opt, int(o.warmup_epochs * steps_per_epoch), total,
                               min_ratio=o.min_lr / self.lr if self.lr > 0 else 0.0)
-        self._opt_info = {"lr": self.lr, "base_lr": o.base_lr, "effective_batch": effective,
-                          "world_size": world, "accumulate_grad_batches": accum,
-                          "device_batch": self.trainer.datamodule.device_batch if self.trainer is not None else effective}
+        self._opt_info = {"lr": b.lr, "base_lr": b.base_lr, "effective_batch": b.effective,
+                          "world_size": b.world_size, "accumulate_grad_batches": b.accumulate,
+                          "device_batch": b.per_device}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_start(self) -> None:

@@ -16,6 +16,7 @@ from timm.optim import Lars
 from torch import nn
 
 from ldae.lit.schedules import per_step_schedule
+from ldae.plan import scaled_lr
 
 from ldae.choices import PROBE_OPTIMIZERS, PROBE_POOLS
 
@@ -27,12 +28,6 @@ def check_pool(pool: str) -> None:
     if pool == "cls":
         raise ValueError("probe.pool=cls needs a class token, and the DiT encoder has none (the paper pools "
                          "globally, PAPER.md 2.4); allowed: avg")
-
-
-def probe_base_lr(pr) -> float:
-    """The probe's BASE lr (x effective batch / 256) named by probe.lr_source: a preset or probe.base_lr."""
-    src = pr.get("lr_source", "custom")
-    return float(pr.base_lr if src == "custom" else pr.lr_presets[src])
 
 
 class LinearProbe(pl.LightningModule):
@@ -56,7 +51,7 @@ class LinearProbe(pl.LightningModule):
             extractor.requires_grad_(False)
         self.opt_name, self.base_lr, self.batch_size = optimizer, base_lr, batch_size
         self.momentum, self.weight_decay, self.warmup_epochs = momentum, weight_decay, warmup_epochs
-        self.lr = base_lr * batch_size / 256  # lr = base lr x effective batch / 256 (MAE)
+        self.lr = scaled_lr(base_lr, batch_size)  # lr = base lr x effective batch / 256 (MAE)
         self._correct = self._total = 0
         self.history: list[dict] = []  # (epoch, top1) after each validation: the probe's accuracy curve
         self.train_samples, self.train_seconds = 0, 0.0  # head-training throughput (samples/s)

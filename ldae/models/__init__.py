@@ -11,7 +11,7 @@ def build_backbone(cfg, input_size: int, patch_size: int, in_channels: int, out_
     A node with `_target_` is a user's backbone (ldae.plugins), given the same geometry and sizes."""
     from ldae import plugins
 
-    spec = lookup(cfg.name)  # a "/P" name's patch is applied by the caller (ldae.lit.pretrain.backbone_io)
+    spec = lookup(cfg.name)  # a "/P" name's patch is applied by the caller (ldae.plan.backbone_geometry)
     depth = cfg.depth if cfg.depth is not None else spec.depth
     kwargs = dict(
         input_size=input_size, patch_size=patch_size, in_channels=in_channels, out_channels=out_channels,

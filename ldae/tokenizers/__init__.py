@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ldae.tokenizers.base import PAPER_PATCH_DIM, Tokenizer, effective_latent_dim
+from ldae.plan import resolve_latent_dim
+from ldae.tokenizers.base import Tokenizer
 from ldae.tokenizers.identity import Pixels
 from ldae.tokenizers.linear import PatchAE, PatchVAE
 from ldae.tokenizers.pca import PatchPCA
@@ -21,14 +22,6 @@ from ldae.utils.io import atomic_torch_save, load_problem, move_aside, wait_for_
 log = logging.getLogger(__name__)
 
 from ldae.choices import TOKENIZERS
-
-
-def resolve_latent_dim(cfg) -> int:
-    """The per-token d this tokenizer uses: `latent_dim` in the paper's units unless latent_units=absolute."""
-    D = 3 * cfg.patch_size**2
-    if cfg.get("latent_units", "paper") == "absolute":
-        return int(cfg.latent_dim)
-    return effective_latent_dim(int(cfg.latent_dim), D)
 
 
 def build_tokenizer(cfg) -> Tokenizer:
@@ -177,5 +170,5 @@ def _load_artifact(tokenizer: Tokenizer, path: Path) -> tuple[dict | None, str |
         return None, load_problem(e)
 
 
-__all__ = ["Tokenizer", "PatchPCA", "Pixels", "PatchAE", "PatchVAE", "TrainableTokenizer", "build_tokenizer", "fit_or_load", "effective_latent_dim",
-           "resolve_latent_dim", "PAPER_PATCH_DIM", "TOKENIZERS"]
+__all__ = ["Tokenizer", "PatchPCA", "Pixels", "PatchAE", "PatchVAE", "TrainableTokenizer", "build_tokenizer", "fit_or_load",
+           "TOKENIZERS"]

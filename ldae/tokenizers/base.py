@@ -2,7 +2,7 @@
 
 encode(x): image (B, 3, H, W) in [-1, 1] -> latent map (B, d, H/p, W/p)
 decode(z): latent map -> image
-latent_dim: the per-token d actually used (the paper's d scaled to this patch size, `effective_latent_dim`)
+latent_dim: the per-token d actually used (the paper's d scaled to this patch size, ldae.plan.resolve_latent_dim)
 basis(): the full orthonormal (D, D) basis of patch space, columns sorted by variance, when the tokenizer
     has one (PCA, pixels); the l-DAE loss weights per component need it. None otherwise.
 fit(batches): learn from data (PCA: eigendecomposition; AE/VAE/conv VAE: gradient training, then the latent
@@ -20,14 +20,6 @@ import torch
 from torch import nn
 
 from ldae.tokenizers.patch import patchify, unpatchify
-
-PAPER_PATCH_DIM = 768  # 16 x 16 x 3: the paper's per-token dimension D
-
-
-def effective_latent_dim(paper_d: int, patch_dim: int) -> int:
-    """The paper's d (per 768-dim patch) at a scale whose patch dimension is D: round(d × D / 768), ≥ 1."""
-    return max(1, round(paper_d * patch_dim / PAPER_PATCH_DIM))
-
 
 class Tokenizer(nn.Module):
     name = "base"

@@ -6,7 +6,7 @@ The network is diffusers' `AutoencoderKL`, so the public SD-VAE weights DiT uses
 Geometry: stride s = patch_size / dit_patch (8 at the paper's 16 px tokens with DiT patch 2; 4 at scale=cpu;
 2 at scale=smoke), so the latent map (B, C, H/s, W/s) patchified by the DiT with patch `dit_patch` gives the
 same token grid as the patch tokenizers. Per-token d = C × dit_patch² (the paper's d = 4 × channels):
-C = max(1, round(d_eff / dit_patch²)), and the d actually used is reported.
+C = max(1, round(d_eff / dit_patch²)) (ldae.plan.vqgan_geometry), and the d actually used is reported.
 """
 
 from __future__ import annotations
@@ -16,11 +16,8 @@ import os
 
 import torch
 
+from ldae.plan import vqgan_geometry
 from ldae.tokenizers.trainable import TrainableTokenizer
-
-
-def vqgan_channels(latent_dim: int, dit_patch: int) -> int:
-    return max(1, round(latent_dim / dit_patch**2))
 
 
 class ConvVAE(TrainableTokenizer):
@@ -30,14 +27,9 @@ class ConvVAE(TrainableTokenizer):
     def __init__(self, patch_size: int, latent_dim: int, dit_patch: int = 2, block_channels=(128, 256, 512, 512),
                  layers_per_block: int = 2, norm_groups: int = 32, mid_attention: bool = True,
                  pretrained_path: str | None = None, **kw):
-        if patch_size % dit_patch:
-            raise ValueError(f"tokenizer.patch_size={patch_size} is not divisible by tokenizer.dit_patch={dit_patch}")
-        stride = patch_size // dit_patch
-        if stride < 1 or stride & (stride - 1):
-            raise ValueError(f"vqgan stride {stride} (= patch_size / dit_patch) must be a power of 2")
+        stride, C = vqgan_geometry(patch_size, dit_patch, latent_dim)
         self.dit_patch, self.stride = dit_patch, stride
         self.pretrained_path = pretrained_path
-        C = vqgan_channels(latent_dim, dit_patch)
         super().__init__(patch_size, C * dit_patch**2, **kw)
         self._C = C
         from diffusers import AutoencoderKL
