@@ -252,16 +252,6 @@ def test_shapes_class_count_is_the_shapes_module():
 
 # ---------------------------------------------------------------------------------------------- trajectory.py
 
-def _trajectory():
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "experiments" / "trajectory.py"
-    spec = importlib.util.spec_from_file_location("trajectory_app", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 TRAJECTORY_BAD = [
     (["seeds=abc"], "seeds=abc must be an integer >= 1"),
     (["seeds=0"], "seeds=0 must be an integer >= 1"),
@@ -279,10 +269,10 @@ TRAJECTORY_BAD = [
 @pytest.mark.parametrize("args, message", TRAJECTORY_BAD, ids=[" ".join(a) for a, _ in TRAJECTORY_BAD])
 def test_trajectory_bad_input_is_one_line(capsys, args, message):
     from ldae.config import precheck_cli
+    from ldae.report.trajectory import check_own_keys
 
-    traj = _trajectory()
     got = _one_line_exit_2(capsys, lambda: precheck_cli("trajectory", ["scale=smoke", *args], "trajectory",
-                                                        check=traj.check_own_keys), "trajectory")
+                                                        check=check_own_keys), "trajectory")
     assert got.startswith(message), got
 
 
@@ -295,12 +285,12 @@ def test_trajectory_validates_every_row_before_the_first_runs(capsys, monkeypatc
     """A bad train value: one line naming the row, and no row has started (before: one traceback per row)."""
     import ldae.train
     from ldae.config import compose_config
+    from ldae.report.trajectory import run_trajectory
 
-    traj = _trajectory()
     calls = []
     monkeypatch.setattr(ldae.train, "run", lambda cfg, out: calls.append(out))
     cfg = compose_config(["scale=smoke", "steps=[11,12]", *args], "trajectory")
-    got = _one_line_exit_2(capsys, lambda: traj.run_trajectory(cfg, tmp_path / "t", ["steps=[11,12]", *args]),
+    got = _one_line_exit_2(capsys, lambda: run_trajectory(cfg, tmp_path / "t", ["steps=[11,12]", *args]),
                            "trajectory")
     assert got.startswith(message), got
     assert calls == [] and not (tmp_path / "t").exists()
