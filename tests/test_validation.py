@@ -344,12 +344,6 @@ def test_probe_without_a_checkpoint_is_one_line(capsys):
 
 # ---------------------------------------------------------------------------------------------- report.py
 
-def _report():
-    from test_dashboard import load_report
-
-    return load_report()
-
-
 def _results(root: Path, name: str, res) -> None:
     (root / name).mkdir(parents=True)
     (root / name / "results.json").write_text(__import__("json").dumps(res))
@@ -364,11 +358,12 @@ GOOD = {"experiment": "ldae", "seed": 0, "probe_top1": 30.0, "pretrain_loss": 0.
     ("empty", "no finished runs (results with probe_top1) in {root}"),
 ])
 def test_report_bad_folder_is_one_line(capsys, tmp_path, setup, message):
-    report = _report()
+    from ldae.report.runs import compare
+
     arg = {"missing": tmp_path / "nope", "file": tmp_path / "f.txt", "empty": tmp_path}[setup]
     if setup == "file":
         arg.write_text("x")
-    got = _one_line_exit_2(capsys, lambda: report.main([str(arg)]), "report")
+    got = _one_line_exit_2(capsys, lambda: compare([str(arg)]), "report")
     assert got.startswith(message.format(root=tmp_path)), got
 
 
@@ -380,16 +375,21 @@ def test_report_bad_folder_is_one_line(capsys, tmp_path, setup, message):
 ])
 def test_report_skips_a_malformed_results_json_with_one_line(capsys, tmp_path, bad, why):
     """Beside a usable run: skipped with one line, the table has the usable run only; alone: exit 2."""
-    report = _report()
+    from ldae.config import fail
+    from ldae.report.runs import compare
+
     _results(tmp_path / "runs", "a_bad", bad)
     with pytest.raises(SystemExit) as e:
-        report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "o1")])
+        try:
+            compare([str(tmp_path / "runs")], out=tmp_path / "o1")
+        except ConfigError as err:  # as experiments/report.py does
+            fail("report", str(err))
     err = capsys.readouterr().err.strip().splitlines()
     skip = f"report: skipping {tmp_path / 'runs' / 'a_bad' / 'results.json'} ({why})"
     assert e.value.code == 2 and err[0] == skip and len(err) == 2, err
     assert err[1].startswith("report: error: no finished runs") and not (tmp_path / "o1").exists()
     _results(tmp_path / "runs", "b_good", GOOD)
-    paths = report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "o2")])
+    paths = compare([str(tmp_path / "runs")], out=tmp_path / "o2")
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [skip], err
     lines = [ln for ln in paths["md"].read_text().splitlines() if ln.startswith("| ldae")]
