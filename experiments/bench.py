@@ -11,15 +11,12 @@ Prints a markdown table and writes bench.md / bench.json to the run folder (outp
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from ldae.config import CONF_DIR, ConfigError, fail  # noqa: E402
+from ldae.config import CONF_DIR, ConfigError, fail
 
 
 def run(cfg: DictConfig, out: Path) -> str:

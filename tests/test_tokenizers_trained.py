@@ -213,14 +213,9 @@ def test_every_tokenizer_composes_at_every_scale(compose):
 
 
 def test_bench_pca_runs():
-    import importlib.util
-    from pathlib import Path
+    from ldae.bench import bench_pca
 
-    path = Path(__file__).resolve().parent.parent / "experiments" / "bench_pca.py"
-    spec = importlib.util.spec_from_file_location("bench_pca", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    r = mod.bench_pca(patches=4096, image_size=32, patch=8, batch_images=16, repeats=1)
+    r = bench_pca(patches=4096, image_size=32, patch=8, batch_images=16, repeats=1)
     assert r["patches"] >= 4096 and r["fit_s"] > 0 and r["cov_product_f32_s"] > 0
 
 
