@@ -17,9 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli  # noqa: E402
+from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli
 
 
 def run(cfg: DictConfig, out: Path) -> str:

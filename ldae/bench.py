@@ -5,13 +5,16 @@ backward, AdamW, EMA) on synthetic in-memory images, so the data path costs noth
 is timed alone (`bench.loader=true`). FLOPs are counted with torch.utils.flop_counter (matmuls,
 convolutions, attention) on one forward+backward of the base variant: model FLOPs, so activation
 checkpointing's recompute does not count as useful work. MFU is against a square matmul timed in the same
-process (bf16 on GPU, fp32 on CPU), not a datasheet number.
+process (bf16 on GPU, fp32 on CPU), not a datasheet number. `bench_pca` times the patch PCA fit against one
+float32 covariance product (experiments/bench_pca.py is its CLI).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import platform
 import resource
 import statistics
 import tempfile
@@ -307,3 +310,44 @@ def loader_table(rows: list[dict], facts: dict) -> str:
     for r in rows:
         lines.append(f"| {r['workers']} | {r['images']} | {r['images_per_s']:.1f} | {r['ratio']:.2f} |")
     return head + "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ patch PCA fit
+
+def bench_pca(patches: int = 1_000_000, image_size: int = 256, patch: int = 16, batch_images: int = 64,
+              threads: int = 1, repeats: int = 2) -> dict:
+    from ldae.tokenizers import PatchPCA
+    from ldae.tokenizers.patch import patchify
+
+    torch.set_num_threads(threads)
+    per_image = (image_size // patch) ** 2
+    per_batch = per_image * batch_images
+    n_batches = -(-patches // per_batch)
+    g = torch.Generator().manual_seed(0)
+    pool = [torch.rand(batch_images, 3, image_size, image_size, generator=g) * 2 - 1 for _ in range(4)]
+    mats = [patchify(x, patch).reshape(-1, 3 * patch * patch) for x in pool]  # (per_batch, 768) each
+
+    def batches():
+        for i in range(n_batches):
+            yield pool[i % len(pool)]
+
+    def covariance_product() -> float:
+        t0 = time.perf_counter()
+        acc = torch.zeros(mats[0].shape[1], mats[0].shape[1])
+        for i in range(n_batches):
+            m = mats[i % len(mats)]
+            acc += m.T @ m  # float32 (D, D)
+        return time.perf_counter() - t0
+
+    def fit() -> float:
+        pca = PatchPCA(patch, 32, num_patches=n_batches * per_batch)
+        t0 = time.perf_counter()
+        pca.fit(batches())
+        return time.perf_counter() - t0
+
+    ref = min(covariance_product() for _ in range(repeats))
+    fit_s = min(fit() for _ in range(repeats))
+    return {"bench": "pca", "patches": n_batches * per_batch, "patch_dim": 3 * patch * patch,
+            "fit_s": round(fit_s, 3), "cov_product_f32_s": round(ref, 3), "ratio": round(fit_s / ref, 3),
+            "threads": threads, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "torch": torch.__version__}

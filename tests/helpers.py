@@ -1,7 +1,6 @@
 """Plain helpers shared by the test files (fixtures stay in conftest.py): CLI subprocesses, tiny image folders,
 synthetic images, the experiment scripts, wandb's offline-run reader, the DiT state-dict layout."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -27,14 +26,6 @@ def subprocess_env(tmp_path: Path) -> dict:
     tokenizer cache, wandb offline."""
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1",
             "LDAE_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
-
-
-def load_script(stem: str, name: str | None = None):
-    """experiments/<stem>.py as a module (the scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(name or stem, ROOT / "experiments" / f"{stem}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def smooth_images(n: int = 64, size: int = 16, seed: int = 0):

@@ -1,6 +1,6 @@
 """A 2-point Hydra multirun with wandb offline: the offline runs, read back with wandb's own reader of the
 .wandb transaction log (`wandb leet inspect --json`), hold the group, the name, the stage, the flat config and
-the fixed summary names; experiments/report.py turns the sweep folder into a table and a plot."""
+the fixed summary names; the report (ldae/report/runs.py) turns the sweep folder into a table and a plot."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, load_script, read_offline_run, run_cli
+from helpers import ROOT, read_offline_run, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,9 @@ def test_offline_runs_hold_group_name_config_and_summary(sweep):
 
 
 def test_report_on_the_sweep_folder_writes_table_and_plot(sweep, tmp_path):
-    report = load_script("report")
-    paths = report.main([str(sweep), "--out", str(tmp_path)])
+    from ldae.report.runs import compare
+
+    paths = compare([str(sweep)], out=tmp_path)
     md = paths["md"].read_text()
     assert "| ldae | ldae-latent_dim=16 | 1 |" in md and "| ldae | ldae-latent_dim=32 | 1 |" in md
     assert "tokenizer.latent_dim" in md.splitlines()[4]  # the swept key is a column
@@ -73,5 +74,5 @@ def test_report_on_the_sweep_folder_writes_table_and_plot(sweep, tmp_path):
     with Image.open(paths["png"]) as im:
         assert im.size[0] > 600 and im.size[1] > 300
     # Without --out the report lands next to its input.
-    report.main([str(sweep), "--tag", "tokenizer.latent_dim=32"])
+    compare([str(sweep)], tags=["tokenizer.latent_dim=32"])
     assert "latent_dim=16" not in (sweep / "report.md").read_text()

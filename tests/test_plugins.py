@@ -1,7 +1,6 @@
 """Users' own parts by `_target_` (ldae/plugins.py): a tokenizer, a dataset and a schedule from a package
 outside ldae/ (tests/plugins/mypkg), selected from a user's config folder on hydra.searchpath."""
 
-import json
 import os
 from pathlib import Path
 

@@ -1,13 +1,13 @@
-"""experiments/report.py: seeds aggregated as mean ± std, trajectory rows in the paper's order, the paper's
+"""The report of finished runs (ldae/report/runs.py): seeds aggregated as mean ± std, trajectory rows in the paper's order, the paper's
 numbers beside ours, filters, and the wandb path (a fake public API) sharing the table with the local one."""
 
 import json
 import statistics
 
 import pytest
-from helpers import load_script
 
-report = load_script("report")
+from ldae.config import ConfigError
+from ldae.report import runs as report
 
 
 def results(name, seed, top1, family="trajectory", **extra):
@@ -48,13 +48,13 @@ def test_local_folders_give_one_row_per_point_in_the_papers_order(tmp_path):
 
 def test_filters_and_outputs(tmp_path):
     write_runs(tmp_path / "runs", RUNS + [results("ldae", 0, 5.0, family="ldae")])
-    paths = report.main([str(tmp_path / "runs"), "--group", "trajectory", "--tag", "experiment=07_patch_pca",
-                         "--out", str(tmp_path / "out")])
+    paths = report.compare([str(tmp_path / "runs")], group="trajectory", tags=["experiment=07_patch_pca"],
+                           out=tmp_path / "out")
     lines = paths["csv"].read_text().splitlines()
     assert len(lines) == 2 and lines[1].startswith("trajectory,07_patch_pca,07_patch_pca,2,0 1,21.0,")
     assert paths["png"].stat().st_size > 10_000
-    with pytest.raises(SystemExit):  # nothing matches: a clear error, not an empty table
-        report.main([str(tmp_path / "runs"), "--group", "nope"])
+    with pytest.raises(ConfigError, match="no finished runs"):  # nothing matches: a clear error, not an empty table
+        report.compare([str(tmp_path / "runs")], group="nope")
 
 
 class FakeRun:
@@ -69,7 +69,7 @@ class FakeRun:
 
 
 class FakeApi:
-    """wandb.Api's surface that report.py uses: runs(path) -> runs with config/summary/group/name/job_type."""
+    """wandb.Api's surface that the report uses: runs(path) -> runs with config/summary/group/name/job_type."""
 
     def __init__(self, runs):
         self._runs, self.asked = runs, []
@@ -105,7 +105,6 @@ def test_the_wandb_path_gives_the_local_table(tmp_path):
     keys = ("group", "point", "n", "seeds", "probe_top1", "probe_top1_std", "pretrain_loss", "tokenizer_psnr",
             "wall_s", "paper_top1", "swept", "curves")
     assert [{k: r[k] for k in keys} for r in wrows] == [{k: r[k] for k in keys} for r in lrows]  # the crashed run is left out
-    paths = report.main(["--wandb", "me/ldae", "--group", "trajectory", "--tag", "scale=cpu", "--out", str(tmp_path / "w")],
-                        api=api)
+    paths = report.compare([], "me/ldae", group="trajectory", tags=["scale=cpu"], out=tmp_path / "w", api=api)
     assert api.asked[-1] == ("me/ldae", {"group": "trajectory"})  # filtered on the server
     assert "| trajectory | 07_patch_pca | 2 | 21.00 ± 1.41 | 65.1 |" in paths["md"].read_text()

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 import torch
-from helpers import load_script, smooth_images
+from helpers import smooth_images
 from omegaconf import OmegaConf
 
 from ldae.config import ConfigError, validate
@@ -208,7 +208,9 @@ def test_every_tokenizer_composes_at_every_scale(compose):
 
 
 def test_bench_pca_runs():
-    r = load_script("bench_pca").bench_pca(patches=4096, image_size=32, patch=8, batch_images=16, repeats=1)
+    from ldae.bench import bench_pca
+
+    r = bench_pca(patches=4096, image_size=32, patch=8, batch_images=16, repeats=1)
     assert r["patches"] >= 4096 and r["fit_s"] > 0 and r["cov_product_f32_s"] > 0
 
 

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import assert_top1_of, load_script, png_pixels
+from helpers import assert_top1_of, png_pixels
+
+from ldae.paper import STEPS
+from ldae.report import trajectory as traj
+from ldae.report.compose import budget_overrides, flatten
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAJ_DIR = ROOT / "conf" / "experiment" / "trajectory"
@@ -18,14 +22,9 @@ NAMES = ["00_dit_baseline", "01_no_class_cond", "02_no_perceptual", "03_no_adver
 METHOD_KEYS = ("tokenizer", "schedule", "target", "model", "optim", "data", "probe", "trainer", "tokenizer_scale")
 
 
-@pytest.fixture(scope="module")
-def traj():
-    return load_script("trajectory", "trajectory_app")
-
-
-def test_trajectory_files_chain_their_predecessor(traj):
+def test_trajectory_files_chain_their_predecessor():
     assert sorted(p.stem for p in TRAJ_DIR.glob("*.yaml")) == NAMES
-    assert [s[0] for s in traj.STEPS] == NAMES
+    assert [s[0] for s in STEPS] == NAMES
     for i, name in enumerate(NAMES):
         text = (TRAJ_DIR / f"{name}.yaml").read_text()
         assert text.startswith("# @package _global_"), name
@@ -96,7 +95,7 @@ def _res(name, *top1, **kw):
     return [{"probe_top1": t, "wall_s": 10.0, **kw} for t in top1]
 
 
-def test_table_signs_on_synthetic_results(traj):
+def test_table_signs_on_synthetic_results():
     runs = {
         "07_patch_pca": _res("07", 50.0, 51.0, 52.0),           # 51 ± 1
         "08_predict_x0": _res("08", 45.0, 46.0, 47.0),          # −5: significant, the paper's −2.7 too
@@ -124,18 +123,18 @@ def test_table_signs_on_synthetic_results(traj):
     md = traj.render_markdown(rows + one, {"scale": "smoke", "data": "shapes", "seeds": [0, 1, 2]})
     assert len(re.findall(r"^\| \d\d \|", md, re.M)) == 8 and "error: RuntimeError: boom" in md
     assert traj.step_sign(0.5, 0.2) == "+" and traj.step_sign(-0.5, 0.2) == "−" and traj.step_sign(0.3, 0.2) == "≈"
-    assert traj.flatten({"trainer": {"max_epochs": 1}, "baselines": False, "x": None}) == \
+    assert flatten({"trainer": {"max_epochs": 1}, "baselines": False, "x": None}) == \
         ["trainer.max_epochs=1", "baselines=false", "x=null"]
 
 
 @pytest.mark.slow  # 13 rows trained
-def test_every_row_trains_at_smoke_in_one_process(traj, tmp_path):
-    """All 13 rows through experiments/trajectory.py's runner (in-process, 1 epoch, 1 probe epoch):
+def test_every_row_trains_at_smoke_in_one_process(tmp_path):
+    """All 13 rows through the trajectory runner (in-process, 1 epoch, 1 probe epoch):
     each leaves results.json; the runner writes trajectory.md/.json/.png."""
     from ldae.config import compose_config
 
     cfg = compose_config(["scale=smoke"], "trajectory")
-    assert traj.budget_overrides(cfg) == ["trainer.max_epochs=1", "probe.epochs=1", "baselines=false"]
+    assert budget_overrides(cfg) == ["trainer.max_epochs=1", "probe.epochs=1", "baselines=false"]
     doc = traj.run_trajectory(cfg, tmp_path, ["scale=smoke", "steps=null"])
     for name in NAMES:
         res = json.loads((tmp_path / name / "seed0" / "results.json").read_text())
@@ -158,7 +157,7 @@ def test_every_row_trains_at_smoke_in_one_process(traj, tmp_path):
 
 
 @pytest.mark.slow  # 4 rows and 2 baselines trained
-def test_two_rows_two_seeds(traj, tmp_path, monkeypatch):
+def test_two_rows_two_seeds(tmp_path, monkeypatch):
     """`steps=[11,12] seeds=2 scale=smoke`: the three files, mean ± std over seeds, a command-line key beats
     the budget; the same command again into the same folder recomputes nothing (the real results.json's
     fingerprint matches the rerun's composed row)."""
@@ -198,7 +197,7 @@ class _Killed(BaseException):
 
 
 @pytest.mark.slow  # 6 rows trained
-def test_a_killed_trajectory_resumes_at_its_first_unfinished_row(traj, tmp_path, monkeypatch):
+def test_a_killed_trajectory_resumes_at_its_first_unfinished_row(tmp_path, monkeypatch):
     """Rows 10, 11, 12 x 2 seeds; the run dies in row 11 seed 1. The same command into the same folder reuses the
     three finished runs' results.json and runs the other three; a changed budget recomputes (its fingerprint
     differs); a corrupt or unfinished results.json is recomputed."""

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import load_script, run_cli, write_image_folder
+from helpers import run_cli, write_image_folder
 
 from ldae.config import ConfigError
 
@@ -246,10 +246,6 @@ def test_shapes_class_count_is_the_shapes_module():
 
 # ---------------------------------------------------------------------------------------------- trajectory.py
 
-def _trajectory():
-    return load_script("trajectory", "trajectory_app")
-
-
 TRAJECTORY_BAD = [
     (["seeds=abc"], "seeds=abc must be an integer >= 1"),
     (["seeds=0"], "seeds=0 must be an integer >= 1"),
@@ -267,10 +263,10 @@ TRAJECTORY_BAD = [
 @pytest.mark.parametrize("args, message", TRAJECTORY_BAD, ids=[" ".join(a) for a, _ in TRAJECTORY_BAD])
 def test_trajectory_bad_input_is_one_line(capsys, args, message):
     from ldae.config import precheck_cli
+    from ldae.report.trajectory import check_own_keys
 
-    traj = _trajectory()
     got = _one_line_exit_2(capsys, lambda: precheck_cli("trajectory", ["scale=smoke", *args], "trajectory",
-                                                        check=traj.check_own_keys), "trajectory")
+                                                        check=check_own_keys), "trajectory")
     assert got.startswith(message), got
 
 
@@ -283,12 +279,12 @@ def test_trajectory_validates_every_row_before_the_first_runs(capsys, monkeypatc
     """A bad train value: one line naming the row, and no row has started (before: one traceback per row)."""
     import ldae.train
     from ldae.config import compose_config
+    from ldae.report.trajectory import run_trajectory
 
-    traj = _trajectory()
     calls = []
     monkeypatch.setattr(ldae.train, "run", lambda cfg, out: calls.append(out))
     cfg = compose_config(["scale=smoke", "steps=[11,12]", *args], "trajectory")
-    got = _one_line_exit_2(capsys, lambda: traj.run_trajectory(cfg, tmp_path / "t", ["steps=[11,12]", *args]),
+    got = _one_line_exit_2(capsys, lambda: run_trajectory(cfg, tmp_path / "t", ["steps=[11,12]", *args]),
                            "trajectory")
     assert got.startswith(message), got
     assert calls == [] and not (tmp_path / "t").exists()
@@ -342,10 +338,6 @@ def test_probe_without_a_checkpoint_is_one_line(capsys):
 
 # ---------------------------------------------------------------------------------------------- report.py
 
-def _report():
-    return load_script("report")
-
-
 def _results(root: Path, name: str, res) -> None:
     (root / name).mkdir(parents=True)
     (root / name / "results.json").write_text(__import__("json").dumps(res))
@@ -360,11 +352,12 @@ GOOD = {"experiment": "ldae", "seed": 0, "probe_top1": 30.0, "pretrain_loss": 0.
     ("empty", "no finished runs (results with probe_top1) in {root}"),
 ])
 def test_report_bad_folder_is_one_line(capsys, tmp_path, setup, message):
-    report = _report()
+    from ldae.report.runs import compare
+
     arg = {"missing": tmp_path / "nope", "file": tmp_path / "f.txt", "empty": tmp_path}[setup]
     if setup == "file":
         arg.write_text("x")
-    got = _one_line_exit_2(capsys, lambda: report.main([str(arg)]), "report")
+    got = _one_line_exit_2(capsys, lambda: compare([str(arg)]), "report")
     assert got.startswith(message.format(root=tmp_path)), got
 
 
@@ -376,16 +369,21 @@ def test_report_bad_folder_is_one_line(capsys, tmp_path, setup, message):
 ])
 def test_report_skips_a_malformed_results_json_with_one_line(capsys, tmp_path, bad, why):
     """Beside a usable run: skipped with one line, the table has the usable run only; alone: exit 2."""
-    report = _report()
+    from ldae.config import fail
+    from ldae.report.runs import compare
+
     _results(tmp_path / "runs", "a_bad", bad)
     with pytest.raises(SystemExit) as e:
-        report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "o1")])
+        try:
+            compare([str(tmp_path / "runs")], out=tmp_path / "o1")
+        except ConfigError as err:  # as experiments/report.py does
+            fail("report", str(err))
     err = capsys.readouterr().err.strip().splitlines()
     skip = f"report: skipping {tmp_path / 'runs' / 'a_bad' / 'results.json'} ({why})"
     assert e.value.code == 2 and err[0] == skip and len(err) == 2, err
     assert err[1].startswith("report: error: no finished runs") and not (tmp_path / "o1").exists()
     _results(tmp_path / "runs", "b_good", GOOD)
-    paths = report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "o2")])
+    paths = compare([str(tmp_path / "runs")], out=tmp_path / "o2")
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [skip], err
     lines = [ln for ln in paths["md"].read_text().splitlines() if ln.startswith("| ldae")]

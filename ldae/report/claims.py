@@ -166,7 +166,7 @@ def judge(claim: Claim, results: dict[str, dict[int, dict]], tol: float) -> Verd
         return v
     if claim.kind == "shape":
         v.verdict, best, detail = shape_verdict(stats)
-        v.delta, v.se = min(detail["left"][0], detail["right"][0]), None
+        v.delta = min(detail["left"][0], detail["right"][0])
         ses = [d[1] for d in detail.values()]
         v.se = None if None in ses else max(ses)
         v.note = (f"best interior: {claim.arms[best].label}; Δ vs ends {detail['left'][0]:+.2f} / "
@@ -290,7 +290,7 @@ def run_claims(cfg, out: str | Path, extra: list[str], budget: list[str], comman
         for seed in seeds:
             k += 1
             t1 = time.time()
-            rec = run_one(cfg, name, seed, out / name / f"seed{seed}", budget, extra,
+            rec = run_one(name, seed, out / name / f"seed{seed}", budget, extra,
                           grid=(grid_ts, grid_offsets) if name in grid_runs else None)
             results.setdefault(name, {})[seed] = rec
             meta["run_wall_s"][f"{name}/seed{seed}"] = rec.get("wall_s")
@@ -306,7 +306,7 @@ def run_claims(cfg, out: str | Path, extra: list[str], budget: list[str], comman
     return doc
 
 
-def epochs_overrides(cfg, budget: list[str], fraction: float) -> list[str]:
+def epochs_overrides(budget: list[str], fraction: float) -> list[str]:
     """The budget's epochs (and warm-up, in proportion) times `fraction`: claim 14's shorter run."""
     if fraction == 1.0:
         return []
@@ -317,7 +317,7 @@ def epochs_overrides(cfg, budget: list[str], fraction: float) -> list[str]:
             f"optim.warmup_epochs={base.optim.warmup_epochs * fraction:g}"]
 
 
-def run_one(cfg, name: str, seed: int, folder: Path, budget: list[str], extra: list[str],
+def run_one(name: str, seed: int, folder: Path, budget: list[str], extra: list[str],
             grid: tuple[list[int], list[int]] | None) -> dict:
     """One run of the suite (reused when its folder holds results.json and, if asked, grid.json)."""
     import json
@@ -334,7 +334,7 @@ def run_one(cfg, name: str, seed: int, folder: Path, budget: list[str], extra: l
             from ldae.train import run
 
             experiment, overrides, fraction = RUNS[name]
-            rcfg = compose_train([f"experiment={experiment}", *budget, *epochs_overrides(cfg, budget, fraction),
+            rcfg = compose_train([f"experiment={experiment}", *budget, *epochs_overrides(budget, fraction),
                                   *overrides, *extra, f"seed={seed}"])
             res = run(rcfg, folder)
             if not res_path.is_file():  # auto-resume may have finished it in an earlier folder: keep a copy here

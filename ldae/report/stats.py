@@ -1,4 +1,5 @@
-"""Statistics over seeds: mean ± standard error, differences, and the verdict rules of the claims suite.
+"""Statistics over seeds: mean ± sample std (the tables), mean ± standard error, differences, and the verdict
+rules of the claims suite.
 
 A sign is claimed only where |Δ| > 2 SE, with SE(Δ) = √(SE_a² + SE_b²) for independent seeds.
 """
@@ -8,13 +9,27 @@ from __future__ import annotations
 import math
 
 
-def mean_se(xs: list[float]) -> tuple[float, float | None]:
-    """Mean and standard error of the mean (sample std / √n); None for fewer than 2 values."""
+def _mean_var(xs: list[float]) -> tuple[float, float | None]:
+    """Mean and sample variance (None for fewer than 2 values)."""
     n = len(xs)
     m = sum(xs) / n
     if n < 2:
         return m, None
-    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1) / n)
+    return m, sum((x - m) ** 2 for x in xs) / (n - 1)
+
+
+def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None for fewer than 2 values); (None, None) without values."""
+    if not xs:
+        return None, None
+    m, var = _mean_var(xs)
+    return m, None if var is None else math.sqrt(var)
+
+
+def mean_se(xs: list[float]) -> tuple[float, float | None]:
+    """Mean and standard error of the mean (sample std / √n); None for fewer than 2 values."""
+    m, var = _mean_var(xs)
+    return m, None if var is None else math.sqrt(var / len(xs))
 
 
 def diff(a: tuple[float, float | None], b: tuple[float, float | None]) -> tuple[float, float | None]:
