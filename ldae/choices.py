@@ -25,7 +25,10 @@ PROTOCOLS = ("linear", "finetune", "knn")  # probe=NAME (conf/probe/)
 RESUME_MODES = ("auto", "never")
 NONFINITE_ACTIONS = ("stop", "skip")
 SAMPLERS = ("ddpm", "ddim")
-GUIDANCE_CHANNELS = ("all", "dit")  # gen.guidance_channels (ldae/diffusion/sampling.py)
+GUIDANCE_CHANNELS = ("all", "dit")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # speed.compile_mode
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # speed.compile_backend
+FUSED_ADAMW = ("auto", True, False)  # speed.fused_adamw  # gen.guidance_channels (ldae/diffusion/sampling.py)
 # trainer.precision: Lightning's accepted spellings (lightning_fabric.connector's _PRECISION_INPUT; a test keeps
 # this copy equal to it), so a typo fails here and not after the tokenizer fit.
 PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",

@@ -468,7 +468,7 @@ def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
 
 
 def _validate_speed(sp) -> None:
-    from ldae.speed import COMPILE_BACKENDS, COMPILE_MODES
+    from ldae.choices import COMPILE_BACKENDS, COMPILE_MODES
 
     if sp is None:
         return

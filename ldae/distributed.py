@@ -49,9 +49,16 @@ def global_rank() -> int:
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank()
-    from ldae.tokenizers import global_rank as env_rank
-
     return env_rank()
+
+
+def env_rank() -> int:
+    """This process's rank before any process group exists (torchrun / Lightning set RANK, SLURM SLURM_PROCID)."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"])
+    return 0
 
 
 def is_rank_zero() -> bool:

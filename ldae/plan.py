@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ldae.diffusion.predictions import PREDICTION
 from ldae.errors import ConfigError
 from ldae.models.registry import lookup
 
@@ -152,8 +153,9 @@ class Geometry:
 
 
 def prediction_space(predict: str) -> str:
-    """Where target.predict lives: the latent (eps, x0) or the image (image, image_pca)."""
-    return "latent" if predict in ("eps", "x0") else "image"
+    """Where target.predict lives: the latent (eps, x0) or the image (image, image_pca), as its entry of the
+    prediction table says (ldae/diffusion/predictions.py, torch-free)."""
+    return PREDICTION[predict].space
 
 
 def model_patch(model_cfg) -> int | None:

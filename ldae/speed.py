@@ -8,9 +8,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
-FUSED_ADAMW = ("auto", True, False)
 
 # The switches a run may leave out (older configs, checkpoints saved before speed existed).
 DEFAULTS = {"compile": False, "compile_mode": "default", "compile_backend": "inductor", "tf32": True,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ldae.distributed import env_rank
 from ldae.plan import resolve_latent_dim
 from ldae.tokenizers.base import Tokenizer
 from ldae.tokenizers.identity import Pixels
@@ -83,17 +84,6 @@ def _loss_cfg(spec: dict) -> dict:
             "perceptual": spec.get("perceptual"), "adversarial": spec.get("adversarial")}
 
 
-def global_rank() -> int:
-    """This process's rank before any process group exists (torchrun / Lightning set RANK, SLURM SLURM_PROCID)."""
-    import os
-
-    if "RANK" in os.environ:
-        return int(os.environ["RANK"])
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
-        return int(os.environ["SLURM_PROCID"])
-    return 0
-
-
 def _wait_for(path: Path, timeout_s: float, poll_s: float = 2.0) -> float:
     return wait_for_file(path, timeout_s, poll_s, what=f"rank 0's tokenizer artifact {path}")
 
@@ -119,7 +109,7 @@ def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tenso
         return {"name": tokenizer.name, "fitted": False}
     key = artifact_key(tokenizer, data_fingerprint)
     path = Path(cache_dir) / "tokenizers" / f"{tokenizer.name}-{key}.pt" if cache_dir else None
-    rank = global_rank() if rank is None else rank
+    rank = env_rank() if rank is None else rank
     if path is not None and path.exists():
         blob, why = _load_artifact(tokenizer, path)
         if blob is not None:
