@@ -41,6 +41,12 @@ HINT = {"tokenizer": "encode(x) -> z, decode(z) -> x and latent_dim (the per-tok
                  "and hidden_size"}
 
 
+def _first_line(e: BaseException) -> str:
+    """The first line of what went wrong in the user's code (Hydra and importlib wrap it as the cause)."""
+    cause = e.__cause__ or e
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0][:160]
+
+
 def is_plugin(node) -> bool:
     return node is not None and hasattr(node, "get") and node.get("_target_") is not None
 
@@ -66,9 +72,7 @@ def locate(node, group: str):
     try:
         return get_object(str(target))
     except Exception as e:  # ImportError, AttributeError, a syntax error in the user's module
-        cause = e.__cause__ or e
-        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise ConfigError(f"{group}._target_={target} cannot be imported ({first[:160]}); allowed: a dotted path "
+        raise ConfigError(f"{group}._target_={target} cannot be imported ({_first_line(e)}); allowed: a dotted path "
                           f"module.Name importable from sys.path") from None
 
 
@@ -108,10 +112,8 @@ def instantiate(node, group: str, ldae_args: dict):
     try:
         obj = hydra_instantiate({"_target_": spec["target"], **args}, _convert_="all")
     except Exception as e:  # Hydra wraps the constructor's own error: show its first line
-        cause = e.__cause__ or e
-        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise ConfigError(f"{group}._target_={spec['target']} failed to build ({type(cause).__name__}: "
-                          f"{first[:160]})") from None
+        raise ConfigError(f"{group}._target_={spec['target']} failed to build ({type(e.__cause__ or e).__name__}: "
+                          f"{_first_line(e)})") from None
     missing = [m for m in REQUIRED[group] if not hasattr(obj, m)]
     if missing:
         raise ConfigError(f"{group}._target_={spec['target']} is not {WHAT[group]}: it lacks {', '.join(missing)}; "
