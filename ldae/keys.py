@@ -218,7 +218,7 @@ TRAJECTORY: dict[str, Key] = {
     "budget.*": Key("any"),  # per-scale override blocks: each key is a train key, checked in each row's config
 }
 CLAIMS: dict[str, Key] = {
-    "claims": List("str", null=True), "seeds": Int(lo=1), "tol": Float(lo=0), "budget_name": Str(),
+    "claims": List("any", null=True), "seeds": Int(lo=1), "tol": Float(lo=0), "budget_name": Str(),
     "budget.*": Key("any"),
 }
 BENCH: dict[str, Key] = {

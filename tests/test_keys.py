@@ -120,3 +120,17 @@ def test_script_keys_are_checked_by_their_scripts():
     with pytest.raises(ConfigError, match=r"^data.num_workers=-1 must be an integer >= 0"):
         check_config(cfg)
     check_config(compose_config(["scale=smoke", "bench.variants=[base,compile_eager,bf16]"], "bench"))
+
+
+def test_trajectory_and_claims_check_their_declared_keys(tmp_path):
+    from ldae.report.claims import run_claims
+    from ldae.report.trajectory import check_own_keys
+
+    cfg = compose_config(["scale=smoke", "seeds=abc"], "claims")
+    with pytest.raises(ConfigError, match=r"^seeds=abc must be an integer >= 1$"):
+        run_claims(cfg, tmp_path / "claims", [], [], "")
+    cfg = compose_config(["scale=smoke", "tol=-1"], "claims")
+    with pytest.raises(ConfigError, match=r"^tol=-1 must be a number >= 0$"):
+        run_claims(cfg, tmp_path / "claims", [], [], "")
+    assert not (tmp_path / "claims").exists()  # refused before any folder
+    check_own_keys(compose_config(["scale=smoke"], "trajectory"))

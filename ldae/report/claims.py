@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ldae import keys
 from ldae.report.stats import (INCONCLUSIVE, approx_verdict, diff, geq_verdict, mean_se, shape_verdict,
                                sign_verdict)
 from ldae.utils.io import atomic_write_json
@@ -259,6 +260,7 @@ def run_claims(cfg, out: str | Path, extra: list[str], budget: list[str], comman
     claims.json / claims.md / claims.png. Finished run folders are reused."""
     from ldae.config import ConfigError
 
+    keys.check(cfg, keys.CLAIMS)  # seeds, tol, claims, budget_name: before any folder or run
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     claims = claim_by_id(cfg.claims)

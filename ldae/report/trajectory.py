@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ldae import keys
 from ldae.config import ConfigError
 from ldae.paper import STEPS  # (config name, change, short label, paper top-1, paper FID)
 from ldae.report.compose import budget_note, budget_overrides, compose_train
@@ -201,6 +202,7 @@ def check_own_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"seeds={n} must be an integer >= 1 (the number of seeds per row: seed, seed+1, ...)")
     if not isinstance(cfg.baselines_once, bool):
         raise ConfigError(f"baselines_once={cfg.baselines_once} must be true or false")
+    keys.check(cfg, keys.TRAJECTORY)  # the rest of its declared keys
 
 
 def compose_rows(names: list[str], seeds: list[int], overrides: list[str]) -> dict[tuple[str, int], DictConfig]:
