@@ -37,7 +37,7 @@ from ldae.models.timm_vit import build_vit, fold_encoder
 from ldae.pictures import probe_curve
 from ldae.runtime import loggers_for, probe_devices, stage_accelerator, stage_device
 from ldae.stages import clean_train_set, fit_tokenizer
-from ldae.utils.io import atomic_write_json
+from ldae.utils.io import atomic_write_json, check_writable
 from ldae.wandb_logger import log_pictures, set_summary
 
 log = logging.getLogger("ldae")
@@ -315,6 +315,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path, probe_keys: Ite
     """Evaluate the checkpoint `cfg.ckpt_path` (`cfg`: the `eval` config of ldae-probe) with the stored recipe and
     the command line's `probe_keys` over it (probe_config); writes config.yaml and results.json to output_dir."""
     t0 = time.time()
+    check_writable(output_dir, "output_dir")  # before the checkpoint is read
     if cfg.get("official") is not None:
         return _evaluate_official(cfg, Path(output_dir), t0)
     ckpt, stored = load_checkpoint_config(cfg.ckpt_path)

@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli
-from ldae.utils.io import DiskFullError
+from ldae.utils.io import DiskFullError, FolderError
 
 
 def probe_keys(task: list[str]) -> list[str]:
@@ -33,7 +33,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
         res = evaluate_checkpoint(cfg, cfg.output_dir or hc.runtime.output_dir, probe_keys(list(hc.overrides.task)))
         return res[TOP1_KEY[res["protocol"]]]
-    except (ConfigError, DiskFullError) as e:
+    except (ConfigError, DiskFullError, FolderError) as e:
         fail("ldae-probe", str(e))
 
 

@@ -73,3 +73,13 @@ def test_train_refuses_an_unwritable_run_folder_before_any_work(compose, tmp_pat
     with pytest.raises(FolderError, match=r"^paths.cache_dir=.*/f/cache cannot be written"):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_probe_refuses_an_unwritable_output_folder_before_reading_the_checkpoint(tmp_path):
+    from ldae.config import compose_config
+    from ldae.evaluation import evaluate_checkpoint
+
+    (tmp_path / "f").write_text("x")
+    cfg = compose_config([f"ckpt_path={tmp_path / 'no.ckpt'}"], "eval")  # never read: the folder fails first
+    with pytest.raises(FolderError, match=r"^output_dir=.*/f/probe cannot be written"):
+        evaluate_checkpoint(cfg, tmp_path / "f" / "probe")
