@@ -66,6 +66,10 @@ def fold_input(module, clean_input: str = "projected") -> tuple[torch.Tensor, to
 def _load_module(ckpt_path: str):
     """(the checkpoint's PretrainModule in eval mode, its stored config as written)."""
     ckpt, config = load_checkpoint_config(ckpt_path)
+    target = (config.get("model") or {}).get("_target_")
+    if target is not None:  # the fold reads DiT's own blocks
+        raise ValueError(f"{ckpt_path} holds a backbone of your own (model._target_={target}); the timm export folds "
+                         f"ldae's DiT only")
     module = PretrainModule(config)
     module.load_state_dict(ckpt["state_dict"])
     return module.eval(), config

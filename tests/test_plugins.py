@@ -133,6 +133,15 @@ def test_plugin_backbone_trains_probes_and_reloads(user, tmp_path, monkeypatch):
     assert net(x, torch.tensor([1, 5])).shape[1] == net.out_channels
     r = evaluate_checkpoint(compose_config([f"ckpt_path={ckpt}"], "eval"), tmp_path / "probe")
     assert r["probe_top1"] == pytest.approx(res["probe_top1"], abs=1e-6)
+    # What folds or reads DiT's own blocks says so in one line.
+    from ldae.lit.features import EncoderFeatures, GridFeatures
+    from ldae.timm_export import export_checkpoint
+
+    with pytest.raises(ValueError, match=r"holds a backbone of your own \(model._target_=mypkg.backbones.TokenMLP\)"):
+        export_checkpoint(str(ckpt), 10, tmp_path / "export")
+    enc = EncoderFeatures(net, module.tokenizer, module.objective, module.schedule)
+    with pytest.raises(ValueError, match=r"^the probe grid reads block_features.* TokenMLP has none$"):
+        GridFeatures(enc, [1, 2])
 
 
 def test_plugin_backbone_refusals(user, compose):

@@ -97,6 +97,9 @@ class GridFeatures(nn.Module):
 
     def __init__(self, encoder: EncoderFeatures, blocks: list[int]):
         super().__init__()
+        if not hasattr(encoder.backbone, "block_features"):  # one forward reads every block: DiT's method
+            raise ValueError(f"the probe grid reads block_features(x, t, y, depths) of ldae's DiT; "
+                             f"{type(encoder.backbone).__name__} has none")
         depth = len(encoder.backbone.blocks)
         bad = [b for b in blocks if not 1 <= b <= depth]
         if bad:
