@@ -332,16 +332,6 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_bool(v) -> bool:
-    return isinstance(v, bool)
-
-
-# Switches read as `if cfg.KEY`: any non-empty string would pass as true (data.hflip=maybe), so each must be a bool.
-BOOL_KEYS = ("data.hflip", "data.labels", "data.download", "model.class_cond", "model.learn_sigma",
-             "model.adaln_zero", "baselines", "online_probe.enabled", "tokenizer.latent_cache",
-             "trainer.enable_progress_bar", "trainer.enable_model_summary", "gen.enabled")
-
-
 def _devices_ok(v) -> bool:
     if _is_int(v):
         return v >= 1 or v == -1
@@ -359,9 +349,7 @@ def _validate_basics(cfg: DictConfig) -> None:
     from ldae.choices import PRECISIONS
 
     _require(_is_int(cfg.seed) and cfg.seed >= 0, f"seed={cfg.seed} must be an integer >= 0")
-    for key in BOOL_KEYS:
-        v = OmegaConf.select(cfg, key, default=None)
-        _require(v is None or _is_bool(v), f"{key}={v} must be true or false")
+    # The switches (data.hflip, model.class_cond, ...) are Bool() declarations of ldae/keys.py, checked next.
     d = cfg.data
     nw = d.num_workers
     _require(_is_int(nw) and nw >= 0, f"data.num_workers={nw} must be an integer >= 0 (0: load in the main process)")
