@@ -22,7 +22,7 @@ from ldae.plan import resolve
 from ldae.resume import (Heartbeat, checkpoint_problem, claim, find_unfinished, fingerprint, latest_checkpoint,
                          live_owner, register, registry_entry)
 from ldae.run_identity import identity
-from ldae.utils.io import atomic_write_json, check_writable
+from ldae.utils.io import atomic_write_json, atomic_write_text, check_writable
 
 log = logging.getLogger("ldae")
 
@@ -90,6 +90,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     if not is_rank_zero():
         return results
     atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", results_table(results, cfg))
     if cfg.logger.wandb:  # the last stage's wandb run ends with its run, not with the next job of a multirun
         from ldae.wandb_logger import finish
 
@@ -99,6 +100,24 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
              results["probe_top1"], results.get("baseline_pixels_top1"), results.get("baseline_random_top1"),
              "none" if loss is None else f"{loss:.4f}", results["wall_s"], out / "results.json")
     return results
+
+
+def results_table(results: dict, cfg: DictConfig) -> str:
+    """The run's probe beside its two baselines and chance: what a reader checks first (did pretraining learn
+    anything the probe cannot get from pixels or from a random network of the same shape?)."""
+    probe_data = cfg.get("probe_data") or cfg.data  # an optional group: absent unless the probe has its own images
+    chance = 100.0 / int(probe_data.num_classes)
+    rows = [(f"{cfg.name} (pretrained encoder)", results["probe_top1"]),
+            ("raw pixels (baseline)", results.get("baseline_pixels_top1")),
+            ("random encoder, same architecture (baseline)", results.get("baseline_random_top1")),
+            (f"chance (100 / {int(probe_data.num_classes)} classes)", chance)]
+    lines = [f"# {cfg.name} at scale={cfg.scale_name}, data={cfg.data.name}, seed={int(cfg.seed)}", "",
+             f"Linear-probe top-1 (%) on {probe_data.name}, the same probe code for every row; "
+             f"{results['wall_s']:.0f} s in all.", "", "| encoder | probe top-1 | − chance |", "|---|---|---|"]
+    for name, top1 in rows:
+        if top1 is not None:  # baselines=false leaves them out
+            lines.append(f"| {name} | {top1:.2f} | {top1 - chance:+.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 class RunInterrupted(Exception):
