@@ -14,6 +14,7 @@ def _cli(*args, timeout=120):
 
 
 def test_cli_smoke_run_under_a_minute(tmp_path):
+    # Its own run, not tests/integration's shared one: the console script itself is what is timed.
     t0 = time.time()
     p = _cli("experiment=ldae", "scale=smoke", f"hydra.run.dir={tmp_path}")
     wall = time.time() - t0

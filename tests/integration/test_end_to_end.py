@@ -1,21 +1,11 @@
-"""End-to-end runs at scale=smoke, in process through the compose API (the real CLI calls are
-tests/cli/test_cli.py)."""
+"""End-to-end runs at scale=smoke, in process through the compose API, on the shared smoke run
+(tests/integration/conftest.py); the real CLI calls are tests/cli/test_cli.py."""
 
 import json
 
 import pytest
 import torch
 from helpers import RESULT_KEYS, assert_top1_of
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    from ldae.config import compose_config
-    from ldae.train import run
-
-    out = tmp_path_factory.mktemp("run")
-    cfg = compose_config(["experiment=ldae", "scale=smoke"])
-    return out, run(cfg, out)
 
 
 def test_smoke_run_writes_the_run_folder(smoke_run):
