@@ -1,6 +1,6 @@
 """Every config key ldae reads, declared: its type, and (where no hand-written rule of ldae/config.py owns it) its
 range or allowed values. `check(cfg, KEYS)` runs before the cross-field rules, so no rule ever meets a value of
-the wrong type, and tests/test_keys.py walks every leaf of the composed configs and fails on an undeclared one.
+the wrong type, and tests/config/test_keys.py walks every leaf of the composed configs and fails on an undeclared one.
 
 Torch-free, like ldae/config.py: a bad command line fails in about a second.
 """

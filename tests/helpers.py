@@ -1,5 +1,6 @@
-"""Plain helpers shared by the test files (fixtures stay in conftest.py): CLI subprocesses, tiny image folders,
-synthetic images, the experiment scripts, wandb's offline-run reader, the DiT state-dict layout."""
+"""Plain helpers shared by the test files of every folder (fixtures stay in the conftest.py files): CLI
+subprocesses, tiny image folders, synthetic images, a run's metrics.csv, wandb's offline-run reader, the DiT
+state-dict layout, the plug-in package's user config. Imported as `helpers` (pyproject's pytest `pythonpath`)."""
 
 import json
 import os
@@ -11,6 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lean smoke runs: one pretraining epoch (4 steps of the global batch 64), a 1-epoch probe, no baselines.
 LEAN = ["scale=smoke", "trainer.max_epochs=1", "probe.epochs=1", "baselines=false", "resume=never",
         "trainer.accelerator=cpu"]
+# The keys every run's results.json holds, in process or through the CLI.
+RESULT_KEYS = ("experiment", "scale", "seed", "probe_top1", "pretrain_loss", "wall_s")
+# A package of users' own parts outside ldae/ (tokenizers, a dataset, a schedule, a backbone).
+PLUGINS = ROOT / "tests" / "plugins"
 
 
 def run_cli(prog: str, *args: str, timeout: float = 120, cwd=None, env: dict | None = None):
@@ -26,6 +31,20 @@ def subprocess_env(tmp_path: Path) -> dict:
     tokenizer cache, wandb offline."""
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1",
             "LDAE_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+
+
+def plugin_user_conf(tmp_path: Path) -> Path:
+    """A user's config folder selecting tests/plugins/mypkg's tokenizers and dataset by `_target_`."""
+    conf = tmp_path / "my_conf"
+    (conf / "tokenizer").mkdir(parents=True)
+    (conf / "data").mkdir()
+    (conf / "tokenizer" / "randproj.yaml").write_text(
+        "defaults: [plugin, _self_]\n_target_: mypkg.tokenizers.RandomPatchProjection\nname: randproj\ngain: 1.0\n")
+    (conf / "tokenizer" / "nodecoder.yaml").write_text(
+        "defaults: [plugin, _self_]\n_target_: mypkg.tokenizers.NoDecoder\nname: nodecoder\n")
+    (conf / "data" / "stripes.yaml").write_text(
+        "defaults: [plugin, _self_]\n_target_: mypkg.data.Stripes\nname: stripes\nnum_classes: 2\nn: 96\n")
+    return conf
 
 
 def smooth_images(n: int = 64, size: int = 16, seed: int = 0):
@@ -95,6 +114,22 @@ def read_offline_run(run_dir: Path) -> dict:
         elif rec["type"] == "summary":
             info["summary"].update(rec["summary"].get("update", {}))
     return info
+
+
+def csv_rows(run_dir: Path, stage: str = "pretrain") -> list[dict]:
+    """The rows of a stage's metrics.csv, each without its empty cells."""
+    import csv
+
+    with open(run_dir / "csv" / stage / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+
+
+def logged_steps(rows, key):
+    return [int(r["step"]) for r in rows if key in r]
+
+
+def logged_values(rows, key):
+    return [float(r[key]) for r in rows if key in r]
 
 
 def expected_shapes(hidden, depth, in_ch, out_ch, patch, grid, num_classes, null_row=True, mlp_ratio=4):

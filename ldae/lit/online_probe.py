@@ -5,7 +5,7 @@ clean input at a fixed t (detached, no_grad, the backbone briefly in eval mode, 
 step per training batch. It logs `online_probe/loss` while training and `online_probe/top1` at each
 validation. It changes nothing in pretraining: no gradient reaches the backbone, it draws no random numbers
 (the probe input is clean and the class is the null one), and its parameters live outside the LightningModule
-(tests/test_online_probe.py checks equal backbone weights with and without it). Its head and optimizer are
+(tests/integration/test_eval_e2e.py checks equal backbone weights with and without it). Its head and optimizer are
 saved in checkpoints (Callback state), so a resumed run continues the same curve.
 """
 

@@ -5,7 +5,7 @@ Conditioning c = t-embedding (+ label embedding): its width is `cond_ratio` × h
 paper's memory-saving change). Every block modulates its two LayerNorms with shift/scale and gates its two
 branches, from c (adaLN; zero-initialised = adaLN-Zero, so a fresh block is the identity).
 Parameter names follow DiT's (x_embedder, t_embedder.mlp, y_embedder.embedding_table, blocks.N.adaLN_modulation,
-final_layer) so the official checkpoints load with strict=True at cond_ratio 1 (tests/test_dit_checkpoint.py).
+final_layer) so the official checkpoints load with strict=True at cond_ratio 1 (tests/unit/test_dit_checkpoint.py).
 Official checkpoints are conditioned on DDPM's step index k = t − 1 (ldae.diffusion.sampling: t_offset=-1).
 learn_sigma doubles the output channels: [prediction | v], v interpolating the log variance (improved DDPM).
 """

@@ -1,1 +1,1 @@
-"""A user's own package outside ldae/: parts that ldae builds from `_target_` (tests/test_plugins.py)."""
+"""A user's own package outside ldae/: parts that ldae builds from `_target_` (tests/integration/test_plugins.py)."""

@@ -10,12 +10,10 @@ from helpers import assert_top1_of
 
 
 @pytest.fixture(scope="module")
-def smoke_ckpt(tmp_path_factory):
-    from ldae.config import compose_config
-    from ldae.train import run
-
-    out = tmp_path_factory.mktemp("run")
-    res = run(compose_config(["experiment=ldae", "scale=smoke", "baselines=false"]), out)
+def smoke_ckpt(smoke_run):
+    """The shared smoke run's checkpoint and results (tests/integration/conftest.py). That run probes its
+    baselines too; they come after the encoder's probe and touch neither the checkpoint nor its features."""
+    out, res = smoke_run
     return out / "checkpoints" / "last.ckpt", res
 
 
@@ -82,6 +80,7 @@ def test_export_gives_the_encoders_features(smoke_ckpt, tmp_path):
 
 
 def test_online_probe_logs_and_leaves_pretraining_unchanged(tmp_path):
+    # Its own two pretrainings, not the shared run: it compares the online probe switched on and off.
     from ldae.config import compose_config
     from ldae.stages import pretrain
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli, write_image_folder
+from helpers import write_image_folder
 
 from ldae.config import ConfigError
 
@@ -89,33 +89,6 @@ def test_bad_config_is_one_line_and_exit_2(capsys, args, message):
     got = _one_line_exit_2(capsys, lambda: precheck_cli("ldae-train", ["experiment=ldae", "scale=smoke", *args]),
                            "ldae-train")
     assert got.startswith(message), got
-
-
-# A handful end to end: the console script, its exit code and stderr as a user sees them.
-CLI_CASES = [
-    ("ldae-train", ["experiment=ldae", "scale=smoke", "seed=abc"], "seed=abc must be an integer >= 0"),
-    ("ldae-train", ["experiment=ldae", "scale=smoke", "data.hflip=maybe"], "data.hflip=maybe must be true or false"),
-    ("ldae-train", ["experiment=ldae", "scale=smoke", "trainer.precision=bogus"], "unknown trainer.precision 'bogus'"),
-    ("trajectory", ["scale=smoke", "seeds=abc"], "seeds=abc must be an integer >= 1"),
-    ("report", ["/nonexistent/runs"], "folder /nonexistent/runs does not exist"),
-]
-
-
-@pytest.mark.parametrize("prog, args, message", CLI_CASES, ids=[f"{p} {' '.join(a)}" for p, a, _ in CLI_CASES])
-def test_bad_input_on_the_command_line(prog, args, message):
-    import os
-    import subprocess
-    import sys
-
-    if prog == "ldae-train":
-        p = run_cli(prog, *args, timeout=300)  # seconds of imports, minutes on a loaded 2-core machine
-    else:
-        script = Path(__file__).resolve().parent.parent / "experiments" / f"{prog}.py"
-        p = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "HYDRA_FULL_ERROR": "0"})
-    assert p.returncode == 2, p.stderr[-1500:]
-    assert p.stderr.strip().splitlines() == [f"{prog}: error: " + p.stderr.split(": error: ", 1)[1].strip()]
-    assert p.stderr.startswith(f"{prog}: error: {message}") and "Traceback" not in p.stderr + p.stdout, p.stderr
 
 
 def test_image_objectives_need_a_decoder(compose, monkeypatch):

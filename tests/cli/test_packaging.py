@@ -9,9 +9,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from helpers import ROOT as REPO
 from helpers import assert_top1_of
 
-REPO = Path(__file__).resolve().parent.parent
 # What a build reads: the rest of the checkout (outputs, caches, the venv) stays out of the copy.
 BUILD_INPUTS = ("ldae", "conf", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "CITATION.cff")
 

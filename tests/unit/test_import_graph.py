@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "ldae"
+from helpers import ROOT
+
+PACKAGE = ROOT / "ldae"
 
 
 def module_files(root: Path = PACKAGE) -> dict[str, Path]:

@@ -1,4 +1,5 @@
-"""Never lose a run: resumable order, kill-and-resume exactness, atomic writes, non-finite losses."""
+"""Never lose a run: resumable order, atomic writes, non-finite losses, interrupts in process, the resume registry
+(kill-and-resume of the real CLI: tests/cli/test_kill_resume.py)."""
 
 import json
 import math
@@ -7,7 +8,7 @@ import signal
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import csv_rows, logged_steps, logged_values
 
 from ldae.data.sampling import EpochBatchSampler
 from ldae.lit.checkpointing import AtomicCheckpointIO, clean_key, rng_states, set_rng_states
@@ -89,88 +90,6 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
 
 
-def _train_cli(args, cwd, env_extra=None, timeout=240):
-    env = {k: v for k, v in os.environ.items() if k != "LDAE_KILL_AT_STEP"}
-    env.update(HYDRA_FULL_ERROR="0", LDAE_CACHE=str(cwd / "cache"), **(env_extra or {}))
-    return run_cli("ldae-train", *args, timeout=timeout, cwd=cwd, env=env)
-
-
-ARGS = ["experiment=ldae", "scale=smoke", "baselines=false", "probe.epochs=2"]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """The reference: the same smoke run never interrupted (checkpointing does not change training)."""
-    tmp = tmp_path_factory.mktemp("ref")
-    ref = _train_cli(ARGS + ["checkpoint.every_n_steps=1", f"hydra.run.dir={tmp / 'ref'}", "resume=never"], tmp)
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    return tmp / "ref"
-
-
-@pytest.mark.slow  # training subprocesses, killed and run again
-@pytest.mark.parametrize("every, resumes_at, position", [(1, 6, {"epoch": 1, "consumed": 2}),
-                                                         ("null", 4, {"epoch": 0, "consumed": 4})])
-def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(tmp_path, uninterrupted, every, resumes_at,
-                                                                  position):
-    """smoke: 4 steps per epoch, 2 epochs. Killed at the start of step 6 (epoch 1, batch 2), then resumed by
-    running the same command again; it must end where a never-interrupted run ends. With a checkpoint every
-    step it resumes mid-epoch (step 6); with epoch-end checkpoints only, from the end of epoch 0 (step 4)."""
-    args = ARGS + [f"checkpoint.every_n_steps={every}"]
-    killed = _train_cli(args, tmp_path, {"LDAE_KILL_AT_STEP": "6"})
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    runs = [p for p in (tmp_path / "outputs").rglob("checkpoints") if p.is_dir()]
-    assert len(runs) == 1
-    run_dir = runs[0].parent
-    assert not (run_dir / "results.json").exists()
-    # every-step checkpoints rotated last.ckpt into previous.ckpt; one epoch-end save has nothing to rotate
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == \
-        (["last.ckpt", "previous.ckpt"] if every == 1 else ["last.ckpt"])
-    half = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert half["global_step"] == resumes_at
-    before = _csv_rows(run_dir)
-    assert sorted(_steps(before, "pretrain/loss")) == list(range(6))  # each step's row on disk before the kill
-    assert half["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [position]
-
-    resumed = _train_cli(args, tmp_path)  # the same command again
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming the unfinished run" in resumed.stderr + resumed.stdout
-    a = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 8
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for k in a["state_dict"]:
-        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=1e-6, msg=k)
-    ra = json.loads((uninterrupted / "results.json").read_text())
-    rb = json.loads((run_dir / "results.json").read_text())
-    assert rb["resumed_from"].endswith("last.ckpt") and ra["resumed_from"] is None
-    for key in ("pretrain_loss", "pretrain_val_loss", "probe_top1", "config_fingerprint"):
-        assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
-    # The curve across the kill: every step once, with the uninterrupted run's values.
-    after, ref = _csv_rows(run_dir), _csv_rows(uninterrupted)
-    for key in ("pretrain/loss", "pretrain/val_loss", "lr-AdamW"):
-        assert _steps(after, key) == _steps(ref, key), key
-        for a_row, r_row in zip(_values(after, key), _values(ref, key)):
-            assert a_row == pytest.approx(r_row, abs=1e-6), key
-    for key in {k for r in after for k in r} - {"step", "epoch"}:
-        steps = _steps(after, key)
-        assert len(steps) == len(set(steps)), f"{key} logged twice at a step: {steps}"
-
-
-def _csv_rows(run_dir, stage="pretrain"):
-    import csv
-
-    with open(run_dir / "csv" / stage / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
-
-
-def _steps(rows, key):
-    return [int(r["step"]) for r in rows if key in r]
-
-
-def _values(rows, key):
-    return [float(r[key]) for r in rows if key in r]
-
-
 def test_nonfinite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(compose, tmp_path, monkeypatch):
     from ldae.diffusion.objectives import Objective
     from ldae.lit.pretrain import NonFiniteLossError
@@ -248,13 +167,13 @@ def test_a_kill_during_the_probe_keeps_the_losses_and_a_truncated_checkpoint_fal
     monkeypatch.setattr(ldae.evaluation, "probe_all", real_probe)
     ckpts = tmp_path / "a" / "checkpoints"
     assert torch.load(ckpts / "previous.ckpt", weights_only=True)["global_step"] == 7
-    val = _values(_csv_rows(tmp_path / "a"), "pretrain/val_loss")[-1]
+    val = logged_values(csv_rows(tmp_path / "a"), "pretrain/val_loss")[-1]
 
     res = run(cfg, tmp_path / "b")  # the same config: resumes in a/ from the final checkpoint
     assert res["resumed_from"].endswith("last.ckpt") and res["steps"] == 8
     assert res["pretrain_loss"] == pytest.approx(seen["loss"], abs=1e-7)
     assert res["pretrain_val_loss"] == pytest.approx(val, abs=1e-6)
-    assert _steps(_csv_rows(tmp_path / "a"), "pretrain/loss") == list(range(8))  # the curve is whole
+    assert logged_steps(csv_rows(tmp_path / "a"), "pretrain/loss") == list(range(8))  # the curve is whole
 
     (tmp_path / "a" / "results.json").unlink()  # unfinished again, with a half-written newest checkpoint
     data = (ckpts / "last.ckpt").read_bytes()
@@ -266,7 +185,7 @@ def test_a_kill_during_the_probe_keeps_the_losses_and_a_truncated_checkpoint_fal
     assert len(bad) == 1 and "last.ckpt" in bad[0].getMessage()
     assert res["resumed_from"].endswith("previous.ckpt") and res["steps"] == 8
     assert (ckpts / "last.ckpt.corrupt").is_file() and res["pretrain_loss"] is not None
-    assert _steps(_csv_rows(tmp_path / "a"), "pretrain/loss") == list(range(8))  # step 7 logged once
+    assert logged_steps(csv_rows(tmp_path / "a"), "pretrain/loss") == list(range(8))  # step 7 logged once
 
     (tmp_path / "a" / "results.json").unlink()
     for name in ("last.ckpt", "previous.ckpt"):
@@ -286,29 +205,6 @@ def test_explicit_ckpt_path_that_cannot_be_loaded_is_one_clear_error(compose, tm
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"ckpt_path=.*half.ckpt is not a checkpoint to resume from"):
         resume_point(compose(f"ckpt_path={bad}", f"paths.cache_dir={tmp_path}"), tmp_path / "out")
-
-
-@pytest.mark.slow  # training subprocesses, killed and run again
-def test_sigterm_saves_a_checkpoint_says_how_to_resume_and_exits_143(tmp_path, uninterrupted):
-    """SIGTERM at the start of step 5, with epoch-end checkpoints only (the last one at step 4): the step
-    that was running ends, is saved (step 6), one line names the checkpoint, exit 143; the same command
-    resumes from it and ends as the uninterrupted run does."""
-    args = ARGS + ["checkpoint.every_n_steps=null"]
-    stopped = _train_cli(args, tmp_path, {"LDAE_KILL_AT_STEP": "5", "LDAE_KILL_SIGNAL": "TERM"})
-    assert stopped.returncode == 143, stopped.stderr[-2000:]
-    lines = [ln for ln in stopped.stderr.splitlines() if ln.startswith("ldae-train: stopped by SIGTERM")]
-    assert len(lines) == 1 and "run the same command again to resume" in lines[0], stopped.stderr[-2000:]
-    assert "Traceback" not in stopped.stderr
-    ckpt = lines[0].split("checkpoint ", 1)[1].split(" (step", 1)[0]
-    assert torch.load(ckpt, weights_only=True)["global_step"] == 6 and "(step 6)" in lines[0]
-    resumed = _train_cli(args, tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    run_dir = os.path.dirname(os.path.dirname(ckpt))
-    rb = json.loads(open(os.path.join(run_dir, "results.json")).read())
-    ra = json.loads((uninterrupted / "results.json").read_text())
-    assert rb["resumed_from"] == ckpt
-    for key in ("pretrain_loss", "pretrain_val_loss", "probe_top1"):
-        assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
 
 
 def test_sigint_during_the_probe_exits_130_and_names_the_final_checkpoint(compose, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import os
 import tempfile
 
 import pytest
+from helpers import ROOT
 
 from ldae.utils.io import FolderError, check_writable
 
@@ -53,7 +54,7 @@ def test_checkpoint_estimate_matches_the_real_parameter_count_within_2x():
     from ldae.models.registry import checkpoint_bytes, lookup
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "model", "dit.yaml"))
+    cfg = OmegaConf.load(ROOT / "conf" / "model" / "dit.yaml")
     cfg.name = "tiny-4-4"
     net = build_backbone(cfg, input_size=4, patch_size=1, in_channels=12, out_channels=12)
     real = 4 * 4 * sum(p.numel() for p in net.parameters())  # weights, EMA, two Adam moments in fp32

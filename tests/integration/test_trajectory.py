@@ -3,17 +3,15 @@ the sweep preset launches 13 jobs; every row trains at scale=smoke (one process)
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
-from helpers import assert_top1_of, png_pixels
+from helpers import ROOT, assert_top1_of, png_pixels
 
 from ldae.paper import STEPS
 from ldae.report import trajectory as traj
 from ldae.report.compose import budget_overrides, flatten
 
-ROOT = Path(__file__).resolve().parent.parent
 TRAJ_DIR = ROOT / "conf" / "experiment" / "trajectory"
 NAMES = ["00_dit_baseline", "01_no_class_cond", "02_no_perceptual", "03_no_adversarial", "04_noise_schedule",
          "05_patch_vae", "06_patch_ae", "07_patch_pca", "08_predict_x0", "09_no_input_scaling", "10_image_input",
@@ -247,23 +245,3 @@ def test_a_killed_trajectory_resumes_at_its_first_unfinished_row(tmp_path, monke
     ov2 = [*ov, "trainer.max_epochs=2"]
     traj.run_trajectory(compose_config(ov2, "trajectory"), tmp_path, ov2)
     assert len(calls) == 6
-
-
-@pytest.mark.slow  # a training subprocess
-def test_trajectory_cli_writes_its_files(tmp_path):
-    """The Hydra app end to end (one subprocess: rows are composed inside the running app)."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, str(ROOT / "experiments" / "trajectory.py"), "scale=smoke", "steps=[12]",
-                        f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, env=env, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "[trajectory 1/1] 12_predict_image seed 0: top-1" in p.stdout
-    assert json.loads((tmp_path / "12_predict_image" / "seed0" / "results.json").read_text())["experiment"] == \
-        "12_predict_image"
-    assert {"trajectory.md", "trajectory.json", "trajectory.png"} <= {f.name for f in tmp_path.iterdir()}
-    bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "trajectory.py"), "scale=smok"],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 2 and "unknown scale 'smok'" in bad.stderr
