@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
+from ldae.data.batch import LatentBatch
 from ldae.lit.features import clean_network_input
 
 
@@ -38,9 +39,9 @@ class OnlineProbe(Callback):
 
     @torch.no_grad()
     def _features(self, pl_module, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        if len(batch) == 4:  # the latent cache: the clean latent is the network input
-            mean, logvar, y, index = batch
-            inp = pl_module.latents_from_cache(mean, logvar, index, pl_module.current_epoch)
+        if isinstance(batch, LatentBatch):  # the latent cache: the clean latent is the network input
+            y = batch.y
+            inp = pl_module.latents_from_cache(batch.mean, batch.logvar, batch.index, pl_module.current_epoch)
         else:
             x, y, _ = batch
             inp = clean_network_input(x, pl_module.tokenizer, pl_module.objective, self.clean_input)

@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 from timm.utils import ModelEmaV3
 
+from ldae.data.batch import LatentBatch
 from ldae.diffusion.objectives import Objective
 from ldae.diffusion.schedules import schedule_from_config
 from ldae.diffusion.noise import (STREAM_EPS, STREAM_FLIP, STREAM_POSTERIOR, STREAM_T, keyed_normal,  # noqa: F401
@@ -113,9 +114,9 @@ class PretrainModule(pl.LightningModule):
 
     def step_loss(self, batch, epoch: int) -> tuple[torch.Tensor, dict]:
         """The whole pretraining path of one batch (encode, corrupt, backbone, objective); bench.py times it."""
-        if len(batch) == 4:  # the latent cache: (mean, logvar, y, index), no image
-            mean, logvar, y, index = batch
-            x, z0 = None, self.latents_from_cache(mean, logvar, index, epoch)
+        if isinstance(batch, LatentBatch):  # the latent cache: no image
+            x, y, index = None, batch.y, batch.index
+            z0 = self.latents_from_cache(batch.mean, batch.logvar, index, epoch)
         else:
             (x, y, index), z0 = batch, None
         z0, eps, t, inp = self.corrupt(x, index, epoch, z0)
