@@ -17,6 +17,7 @@ from torch import nn
 
 from ldae.data.batch import LatentBatch
 from ldae.lit.features import clean_network_input
+from ldae.lit.metrics import global_mean
 
 
 class OnlineProbe(Callback):
@@ -77,10 +78,8 @@ class OnlineProbe(Callback):
         self._total += y.numel()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        stats = torch.tensor([self._correct, self._total], dtype=torch.float64, device=pl_module.device)
-        if trainer.world_size > 1:
-            stats = trainer.strategy.reduce(stats, reduce_op="sum")
-        pl_module.log("online_probe/top1", 100.0 * float(stats[0]) / max(1.0, float(stats[1])), sync_dist=False)
+        top1 = global_mean(trainer, self._correct, self._total, pl_module.device, scale=100.0)
+        pl_module.log("online_probe/top1", top1, sync_dist=False)
 
     def state_dict(self) -> dict:
         return {"head": self.head.state_dict(), "opt": self.opt.state_dict()}

@@ -13,6 +13,7 @@ from ldae.diffusion.schedules import schedule_from_config
 from ldae.diffusion.noise import (STREAM_EPS, STREAM_FLIP, STREAM_POSTERIOR, STREAM_T, keyed_normal,  # noqa: F401
                                   keyed_uniform_int, sample_keys)
 from ldae.lit.checkpointing import rng_states, set_rng_states
+from ldae.lit.metrics import global_mean
 from ldae.lit.schedules import warmup_cosine
 from ldae.plan import Geometry, geometry, pretrain_batches
 from ldae.models import build_backbone
@@ -178,10 +179,7 @@ class PretrainModule(pl.LightningModule):
         self._loss_sum, self._loss_n = 0.0, 0
 
     def on_train_epoch_end(self) -> None:
-        stats = torch.tensor([self._loss_sum, self._loss_n], dtype=torch.float64, device=self.device)
-        if self.trainer.world_size > 1:
-            stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
-        self.last_epoch_loss = float(stats[0] / stats[1].clamp_min(1))
+        self.last_epoch_loss = global_mean(self.trainer, self._loss_sum, self._loss_n, self.device)
 
     def validation_step(self, batch, batch_idx):
         x, y, index = batch

@@ -15,6 +15,7 @@ from timm.layers import trunc_normal_
 from timm.optim import Lars
 from torch import nn
 
+from ldae.lit.metrics import global_mean
 from ldae.lit.schedules import per_step_schedule
 from ldae.plan import scaled_lr
 
@@ -95,10 +96,7 @@ class LinearProbe(pl.LightningModule):
         self._total += y.numel()
 
     def on_validation_epoch_end(self) -> None:
-        stats = torch.tensor([self._correct, self._total], dtype=torch.float64, device=self.device)
-        if self.trainer.world_size > 1:
-            stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
-        top1 = 100.0 * float(stats[0]) / max(1.0, float(stats[1]))
+        top1 = global_mean(self.trainer, self._correct, self._total, self.device, scale=100.0)
         self.log("probe/top1", top1, sync_dist=False)
         if not self.trainer.sanity_checking:
             self.history.append({"epoch": self.current_epoch, "top1": top1})
