@@ -18,6 +18,7 @@ from torch import nn
 from ldae.data.batch import LatentBatch
 from ldae.lit.features import clean_network_input
 from ldae.lit.metrics import global_mean
+from ldae.lit.probe import probe_head
 
 
 class OnlineProbe(Callback):
@@ -25,7 +26,7 @@ class OnlineProbe(Callback):
                  clean_input: str = "projected"):
         super().__init__()
         self.t, self.clean_input = t, clean_input
-        self.head = nn.Sequential(nn.BatchNorm1d(feature_dim, affine=False, eps=1e-6), nn.Linear(feature_dim, num_classes))
+        self.head = probe_head(feature_dim, num_classes)  # torch's default Linear init
         self.opt = torch.optim.AdamW(self.head.parameters(), lr=lr, weight_decay=0.0)  # ABSOLUTE lr
         self._correct = self._total = 0
 
