@@ -81,6 +81,11 @@ class PretrainModule(pl.LightningModule):
         self.tokenizer_record: dict = {}  # the tokenizer artifact (key, path), referenced from checkpoints
         self.skipped_steps = 0  # non-finite losses skipped (optim.on_nonfinite=skip)
 
+    @classmethod
+    def from_config(cls, cfg, tokenizer: Tokenizer | None = None) -> "PretrainModule":
+        """From a composed run config (OmegaConf), resolved to the plain data that checkpoints store."""
+        return cls(OmegaConf.to_container(cfg, resolve=True), tokenizer)
+
     # --- the path of one batch ---------------------------------------------------------------------
     @torch.no_grad()
     def corrupt(self, x: torch.Tensor | None, index: torch.Tensor, epoch: int, z0: torch.Tensor | None = None):
