@@ -19,15 +19,13 @@ import torch
 
 
 def bench_latents(scale: str = "cpu", steps: int = 10, threads: int = 1) -> dict:
-    from omegaconf import OmegaConf
-
     from ldae.config import compose_config
     from ldae.lit.pretrain import PretrainModule
 
     torch.set_num_threads(threads)
     cfg = compose_config(["experiment=ldae", f"scale={scale}", "tokenizer=vqgan", "target.input=latent",
                           "target.predict=eps", "target.lambda_t=one", "optim.ema=false"])
-    module = PretrainModule(OmegaConf.to_container(cfg, resolve=True))
+    module = PretrainModule.from_config(cfg)
     tok = module.tokenizer
     tok.norm.scale.fill_(1.0)
     B, S = int(cfg.data.batch_size), int(cfg.data.image_size)

@@ -122,7 +122,7 @@ class StepRunner:
 
         self.cfg, self.batch, self.device = cfg, batch, device
         torch.manual_seed(int(cfg.seed))  # the same initial weights in every variant: comparable losses
-        module = PretrainModule(OmegaConf.to_container(cfg, resolve=True), copy.deepcopy(tokenizer)).to(device)
+        module = PretrainModule.from_config(cfg, copy.deepcopy(tokenizer)).to(device)
         module.train()
         module.tokenizer.eval()
         self.module = module
@@ -181,7 +181,7 @@ def step_flops(cfg: DictConfig, tokenizer, batch, device: torch.device) -> int:
     from ldae.lit.pretrain import PretrainModule
 
     plain = variant_config(cfg, "base") if "base" in cfg.bench.switches else cfg
-    module = PretrainModule(OmegaConf.to_container(plain, resolve=True), copy.deepcopy(tokenizer)).to(device)
+    module = PretrainModule.from_config(plain, copy.deepcopy(tokenizer)).to(device)
     module.train()
     counter = FlopCounterMode(display=False)
     with counter:

@@ -122,6 +122,6 @@ def module_from_checkpoint(ckpt_path: str):
     """(PretrainModule with the checkpoint's weights, its stored run config upgraded to today's keys)."""
     ckpt, stored = load_checkpoint_config(ckpt_path)
     cfg = OmegaConf.create(upgrade_stored_config(stored))
-    module = PretrainModule(OmegaConf.to_container(cfg, resolve=True))
+    module = PretrainModule.from_config(cfg)
     module.load_state_dict(ckpt["state_dict"])
     return module, cfg

@@ -212,7 +212,7 @@ def baseline_probes(cfg: DictConfig, out: Path) -> dict:
     dm.setup()
     clean_train = clean_train_set(cfg, dm)
     tokenizer, _ = fit_tokenizer(cfg, clean_train)
-    module = PretrainModule(OmegaConf.to_container(cfg, resolve=True), tokenizer)
+    module = PretrainModule.from_config(cfg, tokenizer)
     t0 = time.time()
     res = _baselines(cfg, module, *probe_datasets(cfg, dm), out)
     return {**res, "wall_s": time.time() - t0}
@@ -321,7 +321,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path, probe_keys: Ite
     ckpt, stored = load_checkpoint_config(cfg.ckpt_path)
     run_cfg = probe_config(stored, cfg, probe_keys)
     validate(run_cfg)
-    module = PretrainModule(OmegaConf.to_container(run_cfg, resolve=True))
+    module = PretrainModule.from_config(run_cfg)
     module.load_state_dict(ckpt["state_dict"])
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -340,7 +340,7 @@ def _evaluate_official(cfg: DictConfig, out: Path, t0: float) -> dict:
     OmegaConf.set_struct(run_cfg, True)
     run_cfg.logger = cfg.logger
     validate(run_cfg)
-    module = PretrainModule(OmegaConf.to_container(run_cfg, resolve=True))
+    module = PretrainModule.from_config(run_cfg)
     load_official(module, ckpt, float(cfg.official.latent_scale))
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(run_cfg, out / "config.yaml", resolve=True)

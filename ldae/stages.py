@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from torch.utils.data import DataLoader
 
@@ -127,7 +127,7 @@ def pretrain(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> tuple[
     # Re-seed: fitting a tokenizer draws random numbers and loading a cached one does not, and the
     # initial weights must not depend on which of the two happened.
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    module = PretrainModule(OmegaConf.to_container(cfg, resolve=True), tokenizer)
+    module = PretrainModule.from_config(cfg, tokenizer)
     module.tokenizer_record = tok_record
     # last.ckpt at every epoch end and every `checkpoint.every_n_steps` optimiser steps (mid-epoch resume).
     ckpt = LastCheckpoint(out / "checkpoints", cfg.checkpoint.every_n_steps)

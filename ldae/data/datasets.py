@@ -1,4 +1,4 @@
-"""Datasets: every item is (image (3, H, W) float in [-1, 1], label, dataset index).
+"""Datasets: every item is an ImageBatch (image (3, H, W) float in [-1, 1], label, dataset index).
 
 The index travels with the sample so the corruption can key its randomness on it (DESIGN.md section 2).
 Small datasets (shapes, Fashion-MNIST, CIFAR-10) live in memory as uint8, resized once at load time;
@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ldae.choices import CROPS, DATASETS, IMAGE_EXTENSIONS, fashion_mnist_files
+from ldae.data.batch import ImageBatch
 
 
 class DataError(ValueError):
@@ -55,7 +56,7 @@ class TensorImageDataset(Dataset):
         x = self.images[i]
         if self.transform is not None:
             x = self.transform(x)
-        return to_unit_range(x), self.labels[i], i
+        return ImageBatch(to_unit_range(x), self.labels[i], i)
 
 
 def resize_center(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -172,7 +173,7 @@ class ImageFolderDataset(Dataset):
                 with self._bad.get_lock():
                     self._bad.value += 1
                 continue
-            return to_unit_range(self.transform(img)), label, i
+            return ImageBatch(to_unit_range(self.transform(img)), label, i)
         raise DataError(f"no readable image among the {len(self.samples)} files of {self.folder}; allowed: "
                         f"readable image files")
 
@@ -241,7 +242,7 @@ class ConvertedDataset(Dataset):
         x = to_model_image(img, self.size)
         if self.transform is not None:
             x = self.transform(x)
-        return x, torch.as_tensor(int(label)), i
+        return ImageBatch(x, torch.as_tensor(int(label)), i)
 
 
 def build_dataset(cfg, split: str, augment: bool = True, min_scale: float = 0.2) -> Dataset:

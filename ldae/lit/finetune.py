@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from ldae.lit.metrics import global_mean
 from ldae.lit.schedules import per_step_schedule
 from ldae.plan import scaled_lr
 
@@ -116,19 +117,22 @@ class FineTuneModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.train_seconds += time.perf_counter() - self._t0
 
+    def _nets(self) -> dict[str, nn.Module]:
+        """The networks validated: the trained one, and its EMA when there is one."""
+        return {"model": self.model, **({"ema": self.ema.module} if self.ema is not None else {})}
+
     def on_validation_epoch_start(self) -> None:
-        self._counts = {"model": [0, 0], "ema": [0, 0]}
+        self._counts = {name: [0, 0] for name in self._nets()}  # name -> [correct, seen]
 
     def validation_step(self, batch, batch_idx):
         x, y, _ = batch
         inp = self.to_input(x)
-        nets = {"model": self.model, **({"ema": self.ema.module} if self.ema is not None else {})}
-        for name, net in nets.items():
+        for name, net in self._nets().items():
             self._counts[name][0] += int((net(inp).argmax(1) == y).sum())
             self._counts[name][1] += y.numel()
 
     def on_validation_epoch_end(self) -> None:
-        top = {k: 100.0 * c / max(1, n) for k, (c, n) in self._counts.items() if n}
+        top = {k: global_mean(self.trainer, c, n, self.device, scale=100.0) for k, (c, n) in self._counts.items()}
         self.log("finetune/top1", top["model"])
         if "ema" in top:
             self.log("finetune/ema_top1", top["ema"])

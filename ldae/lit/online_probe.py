@@ -15,7 +15,10 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
+from ldae.data.batch import LatentBatch
 from ldae.lit.features import clean_network_input
+from ldae.lit.metrics import global_mean
+from ldae.lit.probe import probe_head
 
 
 class OnlineProbe(Callback):
@@ -23,7 +26,7 @@ class OnlineProbe(Callback):
                  clean_input: str = "projected"):
         super().__init__()
         self.t, self.clean_input = t, clean_input
-        self.head = nn.Sequential(nn.BatchNorm1d(feature_dim, affine=False, eps=1e-6), nn.Linear(feature_dim, num_classes))
+        self.head = probe_head(feature_dim, num_classes)  # torch's default Linear init
         self.opt = torch.optim.AdamW(self.head.parameters(), lr=lr, weight_decay=0.0)  # ABSOLUTE lr
         self._correct = self._total = 0
 
@@ -38,9 +41,9 @@ class OnlineProbe(Callback):
 
     @torch.no_grad()
     def _features(self, pl_module, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        if len(batch) == 4:  # the latent cache: the clean latent is the network input
-            mean, logvar, y, index = batch
-            inp = pl_module.latents_from_cache(mean, logvar, index, pl_module.current_epoch)
+        if isinstance(batch, LatentBatch):  # the latent cache: the clean latent is the network input
+            y = batch.y
+            inp = pl_module.latents_from_cache(batch.mean, batch.logvar, batch.index, pl_module.current_epoch)
         else:
             x, y, _ = batch
             inp = clean_network_input(x, pl_module.tokenizer, pl_module.objective, self.clean_input)
@@ -76,10 +79,8 @@ class OnlineProbe(Callback):
         self._total += y.numel()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        stats = torch.tensor([self._correct, self._total], dtype=torch.float64, device=pl_module.device)
-        if trainer.world_size > 1:
-            stats = trainer.strategy.reduce(stats, reduce_op="sum")
-        pl_module.log("online_probe/top1", 100.0 * float(stats[0]) / max(1.0, float(stats[1])), sync_dist=False)
+        top1 = global_mean(trainer, self._correct, self._total, pl_module.device, scale=100.0)
+        pl_module.log("online_probe/top1", top1, sync_dist=False)
 
     def state_dict(self) -> dict:
         return {"head": self.head.state_dict(), "opt": self.opt.state_dict()}

@@ -7,11 +7,13 @@ import torch
 from omegaconf import OmegaConf
 from timm.utils import ModelEmaV3
 
+from ldae.data.batch import LatentBatch
 from ldae.diffusion.objectives import Objective
 from ldae.diffusion.schedules import schedule_from_config
 from ldae.diffusion.noise import (STREAM_EPS, STREAM_FLIP, STREAM_POSTERIOR, STREAM_T, keyed_normal,  # noqa: F401
                                   keyed_uniform_int, sample_keys)
 from ldae.lit.checkpointing import rng_states, set_rng_states
+from ldae.lit.metrics import global_mean
 from ldae.lit.schedules import warmup_cosine
 from ldae.plan import Geometry, geometry, pretrain_batches
 from ldae.models import build_backbone
@@ -79,6 +81,11 @@ class PretrainModule(pl.LightningModule):
         self.tokenizer_record: dict = {}  # the tokenizer artifact (key, path), referenced from checkpoints
         self.skipped_steps = 0  # non-finite losses skipped (optim.on_nonfinite=skip)
 
+    @classmethod
+    def from_config(cls, cfg, tokenizer: Tokenizer | None = None) -> "PretrainModule":
+        """From a composed run config (OmegaConf), resolved to the plain data that checkpoints store."""
+        return cls(OmegaConf.to_container(cfg, resolve=True), tokenizer)
+
     # --- the path of one batch ---------------------------------------------------------------------
     @torch.no_grad()
     def corrupt(self, x: torch.Tensor | None, index: torch.Tensor, epoch: int, z0: torch.Tensor | None = None):
@@ -113,9 +120,9 @@ class PretrainModule(pl.LightningModule):
 
     def step_loss(self, batch, epoch: int) -> tuple[torch.Tensor, dict]:
         """The whole pretraining path of one batch (encode, corrupt, backbone, objective); bench.py times it."""
-        if len(batch) == 4:  # the latent cache: (mean, logvar, y, index), no image
-            mean, logvar, y, index = batch
-            x, z0 = None, self.latents_from_cache(mean, logvar, index, epoch)
+        if isinstance(batch, LatentBatch):  # the latent cache: no image
+            x, y, index = None, batch.y, batch.index
+            z0 = self.latents_from_cache(batch.mean, batch.logvar, index, epoch)
         else:
             (x, y, index), z0 = batch, None
         z0, eps, t, inp = self.corrupt(x, index, epoch, z0)
@@ -177,10 +184,7 @@ class PretrainModule(pl.LightningModule):
         self._loss_sum, self._loss_n = 0.0, 0
 
     def on_train_epoch_end(self) -> None:
-        stats = torch.tensor([self._loss_sum, self._loss_n], dtype=torch.float64, device=self.device)
-        if self.trainer.world_size > 1:
-            stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
-        self.last_epoch_loss = float(stats[0] / stats[1].clamp_min(1))
+        self.last_epoch_loss = global_mean(self.trainer, self._loss_sum, self._loss_n, self.device)
 
     def validation_step(self, batch, batch_idx):
         x, y, index = batch

@@ -15,6 +15,7 @@ from timm.layers import trunc_normal_
 from timm.optim import Lars
 from torch import nn
 
+from ldae.lit.metrics import global_mean
 from ldae.lit.schedules import per_step_schedule
 from ldae.plan import scaled_lr
 
@@ -30,6 +31,19 @@ def check_pool(pool: str) -> None:
                          "globally, PAPER.md 2.4); allowed: avg")
 
 
+def probe_head(feature_dim: int, num_classes: int, init_std: float | None = None) -> nn.Sequential:
+    """The linear probe's head, (B, feature_dim) -> (B, num_classes) logits: BN(affine=False, eps 1e-6) + Linear.
+
+    `init_std`: trunc-normal weights of that std and a zero bias (MAE's head, the final probe); None keeps
+    torch's default Linear init (the online probe). Either way the head draws the random numbers it always did.
+    """
+    head = nn.Sequential(nn.BatchNorm1d(feature_dim, affine=False, eps=1e-6), nn.Linear(feature_dim, num_classes))
+    if init_std is not None:
+        trunc_normal_(head[1].weight, std=init_std)
+        nn.init.zeros_(head[1].bias)
+    return head
+
+
 class LinearProbe(pl.LightningModule):
     """BN(affine=False) + Linear on features; `extractor` (frozen) turns images into features when given.
 
@@ -42,10 +56,7 @@ class LinearProbe(pl.LightningModule):
         super().__init__()
         if optimizer not in PROBE_OPTIMIZERS:
             raise ValueError(f"unknown probe.optimizer '{optimizer}'; allowed: {', '.join(PROBE_OPTIMIZERS)}")
-        self.head = nn.Sequential(nn.BatchNorm1d(feature_dim, affine=False, eps=1e-6),
-                                  nn.Linear(feature_dim, num_classes))
-        trunc_normal_(self.head[1].weight, std=0.01)
-        nn.init.zeros_(self.head[1].bias)
+        self.head = probe_head(feature_dim, num_classes, init_std=0.01)
         self.extractor = extractor
         if extractor is not None:
             extractor.requires_grad_(False)
@@ -95,10 +106,7 @@ class LinearProbe(pl.LightningModule):
         self._total += y.numel()
 
     def on_validation_epoch_end(self) -> None:
-        stats = torch.tensor([self._correct, self._total], dtype=torch.float64, device=self.device)
-        if self.trainer.world_size > 1:
-            stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
-        top1 = 100.0 * float(stats[0]) / max(1.0, float(stats[1]))
+        top1 = global_mean(self.trainer, self._correct, self._total, self.device, scale=100.0)
         self.log("probe/top1", top1, sync_dist=False)
         if not self.trainer.sanity_checking:
             self.history.append({"epoch": self.current_epoch, "top1": top1})

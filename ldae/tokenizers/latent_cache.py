@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ldae.data.batch import LatentBatch
 from ldae.utils.io import atomic_torch_save, atomic_write_json, wait_for_file
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _wait(path: Path, timeout_s: float, poll_s: float = 1.0) -> None:
 
 
 class LatentDataset(Dataset):
-    """Items (mean, logvar, label, index): mean/logvar (2, C, h, w), the two flips of one image."""
+    """Items LatentBatch(mean, logvar, label, index): mean/logvar (2, C, h, w), the two flips of one image."""
 
     def __init__(self, cache_dir: str | Path):
         root = Path(cache_dir)
@@ -90,4 +91,4 @@ class LatentDataset(Dataset):
         return len(self.mean)
 
     def __getitem__(self, i: int):
-        return self.mean[i], self.logvar[i], self.label[i], i
+        return LatentBatch(self.mean[i], self.logvar[i], self.label[i], i)
