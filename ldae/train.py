@@ -16,7 +16,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ldae import signals
-from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
+from ldae.cli import CONF_DIR, fail, precheck_cli
+from ldae.config import ConfigError, validate
 from ldae.distributed import end_job, is_rank_zero, job_run_dir
 from ldae.plan import resolve
 from ldae.resume import (Heartbeat, checkpoint_problem, claim, find_unfinished, fingerprint, latest_checkpoint,

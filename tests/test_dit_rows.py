@@ -14,7 +14,7 @@ DIT_ROW = ["experiment=ldae", "scale=smoke", "schedule=ddpm_linear", "target=eps
 
 @pytest.fixture(scope="module")
 def dit_run(tmp_path_factory):
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.train import run
 
     out = tmp_path_factory.mktemp("dit")

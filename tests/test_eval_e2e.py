@@ -11,7 +11,7 @@ from helpers import assert_top1_of
 
 @pytest.fixture(scope="module")
 def smoke_ckpt(tmp_path_factory):
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.train import run
 
     out = tmp_path_factory.mktemp("run")
@@ -20,7 +20,7 @@ def smoke_ckpt(tmp_path_factory):
 
 
 def _evaluate(ckpt, out, *overrides):
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.evaluation import evaluate_checkpoint
     from ldae.probe import probe_keys
 
@@ -82,7 +82,7 @@ def test_export_gives_the_encoders_features(smoke_ckpt, tmp_path):
 
 
 def test_online_probe_logs_and_leaves_pretraining_unchanged(tmp_path):
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.stages import pretrain
 
     weights, out = {}, {}

@@ -23,7 +23,7 @@ assert not any(m == "ldae" or m.startswith("ldae.") for m in sys.modules), "ldae
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.train import run
 
     out = {}

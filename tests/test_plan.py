@@ -7,7 +7,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ldae.config import CONF_DIR, ConfigError, compose_config, group_options, validate
+from ldae.cli import CONF_DIR, compose_config, group_options
+from ldae.config import ConfigError, validate
 from ldae.plan import resolve
 
 SCALES = group_options("scale")
