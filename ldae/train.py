@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 import time
@@ -82,7 +81,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         **info,
         **probe,
         "wall_s": time.time() - t0,
-        "plan": dataclasses.asdict(plan),  # everything derived from the config (ldae/plan.py)
+        "plan": plan.record(),  # everything derived from the config (ldae/plan.py)
     }
     notes = tokenizer_notes(tok)
     if notes:
