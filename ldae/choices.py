@@ -1,7 +1,10 @@
 """The allowed values of every named choice, in one light module (no torch import): the config checks
-read them here so a bad command line fails in about a second."""
+read them here so a bad command line fails in about a second. `check` is the one check of a choice, called by the
+config checks and the constructors alike."""
 
 from pathlib import Path
+
+from ldae.errors import ConfigError
 
 DATASETS = ("shapes", "fashion_mnist", "cifar10", "imagefolder")
 CROPS = ("center", "random_resized")
@@ -35,6 +38,21 @@ PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16
               "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # imagefolder
 SHAPES_MAX_CLASSES = 12  # len(ldae.data.shapes.SHAPE_CLASSES), here without importing the data package (torch)
+
+
+def check(key: str, value, allowed) -> None:
+    """`value` of config key `key` is one of `allowed`: the one check of a choice, which the config checks and the
+    constructors both call, so the message is written once."""
+    if value not in allowed:
+        raise ConfigError(f"unknown {key} '{value}'; allowed: {', '.join(str(a) for a in allowed)}")
+
+
+def check_pool(pool: str) -> None:
+    """Only global average pooling exists: the DiT encoder has no class token (PAPER.md 2.4)."""
+    check("probe.pool", pool, PROBE_POOLS)
+    if pool == "cls":
+        raise ConfigError("probe.pool=cls needs a class token, and the DiT encoder has none (the paper pools "
+                          "globally, PAPER.md 2.4); allowed: avg")
 
 
 def fashion_mnist_files(root: Path, split: str) -> tuple[Path, Path] | None:

@@ -28,7 +28,7 @@ def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
     from ldae import keys
     from ldae.choices import (CROPS, DATASETS, GUIDANCE_CHANNELS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, RESUME_MODES,
-                              SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
+                              SAMPLERS, SCHEDULES, TOKENIZERS, check, fashion_mnist_files)
     from ldae.diffusion.predictions import PREDICTION, names
     from ldae.extras import check_config_extras
     from ldae.models.registry import lookup
@@ -43,7 +43,7 @@ def validate(cfg: DictConfig) -> None:
     _check_part(cfg.schedule, "schedule", SCHEDULES)
     _require(isinstance(d.batch_size, int) and d.batch_size >= 1, f"data.batch_size={d.batch_size} must be an integer >= 1")
     _require(isinstance(d.image_size, int) and d.image_size >= 1, f"data.image_size={d.image_size} must be an integer >= 1")
-    _require(d.crop in CROPS, f"unknown data.crop '{d.crop}'; allowed: {', '.join(CROPS)}")
+    check("data.crop", d.crop, CROPS)
     for key in ("num_train", "num_val"):
         v = d.get(key)
         _require(v is None or (isinstance(v, int) and v >= 1), f"data.{key}={v} must be null or an integer >= 1")
@@ -98,11 +98,10 @@ def validate(cfg: DictConfig) -> None:
     _require(tok.name not in choices.NO_DECODER or (t.input == "latent" and t.predict in decoder_free),
              f"tokenizer={tok.name} has no decoder, but target.input={t.input} / target.predict={t.predict} need "
              f"one; allowed with it: target.input=latent and target.predict={'|'.join(decoder_free)}")
-    _require(t.predict in PREDICTION, f"unknown target.predict '{t.predict}'; allowed: {', '.join(PREDICTION)}")
-    _require(t.input in INPUTS, f"unknown target.input '{t.input}'; allowed: {', '.join(INPUTS)}")
+    check("target.predict", t.predict, PREDICTION)
+    check("target.input", t.input, INPUTS)
     _require(t.lambda_t in LAMBDAS, f"unknown target.lambda_t '{t.lambda_t}'; allowed: {', '.join(LAMBDAS)}")
-    _require(t.output_basis in choices.OUTPUT_BASES,
-             f"unknown target.output_basis '{t.output_basis}'; allowed: {', '.join(choices.OUTPUT_BASES)}")
+    check("target.output_basis", t.output_basis, choices.OUTPUT_BASES)
     if t.output_basis == "tokenizer":
         _require(PREDICTION[t.predict].space == "image",
                  f"target.output_basis=tokenizer needs an image output; target.predict={t.predict}, allowed: image, image_pca")
@@ -292,14 +291,12 @@ def check_image_folder(d: DictConfig, split: str, sample: int = 8, key: str = "d
 
 def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
     """The evaluation protocol (conf/probe/): keys every protocol reads, then the protocol's own."""
-    from ldae.choices import CLEAN_INPUTS, PROBE_LR_SOURCES, PROBE_OPTIMIZERS, PROBE_POOLS, PROTOCOLS
+    from ldae.choices import CLEAN_INPUTS, PROBE_LR_SOURCES, PROBE_OPTIMIZERS, PROTOCOLS, check, check_pool
 
     name = pr.get("name")
     _require(name in PROTOCOLS, f"unknown probe '{name}'; allowed: {', '.join(PROTOCOLS)}")
-    _require(pr.clean_input in CLEAN_INPUTS, f"unknown probe.clean_input '{pr.clean_input}'; allowed: {', '.join(CLEAN_INPUTS)}")
-    _require(pr.pool in PROBE_POOLS, f"unknown probe.pool '{pr.pool}'; allowed: {', '.join(PROBE_POOLS)}")
-    _require(pr.pool != "cls", "probe.pool=cls needs a class token, and the DiT encoder has none (the paper "
-             "pools globally, PAPER.md 2.4); allowed: avg")
+    check("probe.clean_input", pr.clean_input, CLEAN_INPUTS)
+    check_pool(pr.pool)
     _require(isinstance(pr.t, int) and 0 <= pr.t <= cfg.schedule.num_steps,
              f"probe.t={pr.t} must be an integer in 0..{cfg.schedule.num_steps}")
     off = pr.get("t_offset", 0)
@@ -323,7 +320,7 @@ def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
         _require(0 <= pr.drop_path < 1, f"probe.drop_path={pr.drop_path} must be in [0, 1)")
         _require(pr.batch_size >= 2, f"probe.batch_size={pr.batch_size} must be >= 2 (MixUp pairs samples)")
         return
-    _require(pr.optimizer in PROBE_OPTIMIZERS, f"unknown probe.optimizer '{pr.optimizer}'; allowed: {', '.join(PROBE_OPTIMIZERS)}")
+    check("probe.optimizer", pr.optimizer, PROBE_OPTIMIZERS)
     _require(pr.lr_source in PROBE_LR_SOURCES, f"unknown probe.lr_source '{pr.lr_source}'; allowed: {', '.join(PROBE_LR_SOURCES)}")
     _require(not (pr.cache_features and pr.augment),
              "probe.cache_features=true needs probe.augment=false (cached features cannot be augmented)")
@@ -344,15 +341,15 @@ def _validate_speed(sp) -> None:
 
 def _validate_tokenizer(tok: DictConfig, image_size: int) -> None:
     """Checks of the gradient-trained tokenizers: choices, local weight paths, the conv VAE's geometry."""
-    from ldae.choices import LATENT_NORMS, PCA_SCALINGS, POSTERIORS, RECON_LOSSES
+    from ldae.choices import LATENT_NORMS, PCA_SCALINGS, POSTERIORS, RECON_LOSSES, check
 
     if tok.name == "patch_pca":
-        _require(tok.scaling in PCA_SCALINGS, f"unknown tokenizer.scaling '{tok.scaling}'; allowed: {', '.join(PCA_SCALINGS)}")
+        check("tokenizer.scaling", tok.scaling, PCA_SCALINGS)
     if tok.name not in ("vqgan", "patch_ae", "patch_vae"):
         return
-    _require(tok.normalize in LATENT_NORMS, f"unknown tokenizer.normalize '{tok.normalize}'; allowed: {', '.join(LATENT_NORMS)}")
-    _require(tok.posterior in POSTERIORS, f"unknown tokenizer.posterior '{tok.posterior}'; allowed: {', '.join(POSTERIORS)}")
-    _require(tok.recon_loss in RECON_LOSSES, f"unknown tokenizer.recon_loss '{tok.recon_loss}'; allowed: {', '.join(RECON_LOSSES)}")
+    check("tokenizer.normalize", tok.normalize, LATENT_NORMS)
+    check("tokenizer.posterior", tok.posterior, POSTERIORS)
+    check("tokenizer.recon_loss", tok.recon_loss, RECON_LOSSES)
     steps = tok.train_steps
     _require(isinstance(steps, int) and steps >= 0, f"tokenizer.train_steps={steps} must be an integer >= 0")
     if tok.name != "vqgan":

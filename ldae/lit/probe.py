@@ -18,16 +18,7 @@ from torch import nn
 from ldae.lit.schedules import per_step_schedule
 from ldae.plan import scaled_lr
 
-from ldae.choices import PROBE_OPTIMIZERS, PROBE_POOLS
-
-
-def check_pool(pool: str) -> None:
-    """Only global average pooling exists: the DiT encoder has no class token (PAPER.md 2.4)."""
-    if pool not in PROBE_POOLS:
-        raise ValueError(f"unknown probe.pool '{pool}'; allowed: {', '.join(PROBE_POOLS)}")
-    if pool == "cls":
-        raise ValueError("probe.pool=cls needs a class token, and the DiT encoder has none (the paper pools "
-                         "globally, PAPER.md 2.4); allowed: avg")
+from ldae.choices import PROBE_OPTIMIZERS, check
 
 
 class LinearProbe(pl.LightningModule):
@@ -40,8 +31,7 @@ class LinearProbe(pl.LightningModule):
                  batch_size: int = 16384, momentum: float = 0.9, weight_decay: float = 0.0,
                  warmup_epochs: int = 10, extractor: nn.Module | None = None):
         super().__init__()
-        if optimizer not in PROBE_OPTIMIZERS:
-            raise ValueError(f"unknown probe.optimizer '{optimizer}'; allowed: {', '.join(PROBE_OPTIMIZERS)}")
+        check("probe.optimizer", optimizer, PROBE_OPTIMIZERS)
         self.head = nn.Sequential(nn.BatchNorm1d(feature_dim, affine=False, eps=1e-6),
                                   nn.Linear(feature_dim, num_classes))
         trunc_normal_(self.head[1].weight, std=0.01)
