@@ -1,7 +1,8 @@
 """The allowed values of every named choice, in one light module (no torch import): the config checks
 read them here so a bad command line fails in about a second. `check` is the one check of a choice, called by the
-config checks and the constructors alike."""
+config checks and the constructors alike; a registry (SCHEDULES) also names the builder of each choice."""
 
+import importlib
 from pathlib import Path
 
 from ldae.errors import ConfigError
@@ -14,7 +15,15 @@ PCA_SCALINGS = ("global", "whiten", "none")  # whiten: each component to unit va
 LATENT_NORMS = ("scale", "scale_shift", "none")  # the measured latent normalisation of trained tokenizers
 POSTERIORS = ("sample", "mean")  # what a VAE's encode returns while pretraining (eval always uses the mean)
 RECON_LOSSES = ("l1", "l2")
-SCHEDULES = ("ddpm_linear", "cosine", "linear_gamma2", "sigma_linear", "single_level")
+# schedule=NAME -> the "module:function" that builds it: the allowed names and build_schedule's dispatch in one
+# table, so a new schedule is its function plus one line here (imported only when built: this module stays light).
+SCHEDULES = {
+    "ddpm_linear": "ldae.diffusion.schedules:ddpm_linear",
+    "cosine": "ldae.diffusion.schedules:cosine",
+    "linear_gamma2": "ldae.diffusion.schedules:linear_gamma2",
+    "sigma_linear": "ldae.diffusion.schedules:sigma_linear",
+    "single_level": "ldae.diffusion.schedules:single_level",
+}
 # target.predict: the keys of ldae.diffusion.predictions.PREDICTION (its table says what each one means)
 INPUTS = ("latent", "image")
 LAMBDAS = ("one", "snr", "gamma2", "inv_one_plus_sigma2")
@@ -45,6 +54,12 @@ def check(key: str, value, allowed) -> None:
     constructors both call, so the message is written once."""
     if value not in allowed:
         raise ConfigError(f"unknown {key} '{value}'; allowed: {', '.join(str(a) for a in allowed)}")
+
+
+def builder(table: dict[str, str], name: str):
+    """The callable a registry entry names ("module:function"), imported when it is asked for."""
+    module, _, attr = table[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def check_pool(pool: str) -> None:
