@@ -1,6 +1,6 @@
 """The allowed values of every named choice, in one light module (no torch import): the config checks
 read them here so a bad command line fails in about a second. `check` is the one check of a choice, called by the
-config checks and the constructors alike; a registry (SCHEDULES) also names the builder of each choice."""
+config checks and the constructors alike; a registry (SCHEDULES, SAMPLERS) also names the function of each name."""
 
 import importlib
 from pathlib import Path
@@ -36,7 +36,8 @@ PROBE_LR_SOURCES = ("mae", "paper_printed", "custom")  # conf/probe/linear.yaml:
 PROTOCOLS = ("linear", "finetune", "knn")  # probe=NAME (conf/probe/)
 RESUME_MODES = ("auto", "never")
 NONFINITE_ACTIONS = ("stop", "skip")
-SAMPLERS = ("ddpm", "ddim")
+# gen.sampler=NAME -> the "module:function" that runs it (ldae.diffusion.sampling.sample dispatches here)
+SAMPLERS = {"ddpm": "ldae.diffusion.sampling:run_ddpm", "ddim": "ldae.diffusion.sampling:run_ddim"}
 GUIDANCE_CHANNELS = ("all", "dit")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # speed.compile_mode
 COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # speed.compile_backend
