@@ -17,7 +17,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli
+from ldae.cli import CONF_DIR, fail, precheck_cli
+from ldae.errors import ConfigError
 
 
 def run(cfg: DictConfig, out: Path) -> str:

@@ -19,7 +19,7 @@ import torch
 
 
 def bench_latents(scale: str = "cpu", steps: int = 10, threads: int = 1) -> dict:
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.lit.pretrain import PretrainModule
 
     torch.set_num_threads(threads)

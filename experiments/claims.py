@@ -13,7 +13,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli
+from ldae.cli import CONF_DIR, fail, precheck_cli
+from ldae.errors import ConfigError
 from ldae.report.claims import run_claims
 from ldae.report.compose import budget_overrides, user_overrides
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from ldae.config import ConfigError, fail
+from ldae.cli import fail
+from ldae.errors import ConfigError
 from ldae.report.runs import compare
 
 

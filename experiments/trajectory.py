@@ -19,7 +19,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli
+from ldae.cli import CONF_DIR, fail, precheck_cli
+from ldae.errors import ConfigError
 from ldae.report.trajectory import check_own_keys, run_trajectory
 from ldae.utils.io import DiskFullError
 

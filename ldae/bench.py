@@ -193,7 +193,7 @@ def step_flops(cfg: DictConfig, tokenizer, batch, device: torch.device) -> int:
 def bench_step(cfg: DictConfig) -> tuple[list[dict], dict]:
     """Time every variant of cfg.bench.variants; rows for the table and facts about the run."""
     b = cfg.bench
-    device = torch.device(device_of(cfg.trainer))
+    device = torch.device(device_of(cfg.trainer.get("accelerator", "auto")))
     per_device, _ = split_batch(int(cfg.data.batch_size), 1, cfg.data.get("device_batch_size"))
     n = int(b.batch_size or per_device)
     batch = synthetic_batch(n, int(cfg.data.image_size), int(cfg.data.num_classes), device, int(cfg.seed))

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ldae.config import compose_config
+from ldae.cli import compose_config
 from ldae.errors import ConfigError
 from ldae.lit.pretrain import PretrainModule
 

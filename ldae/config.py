@@ -1,141 +1,15 @@
-"""Config checks that run before any work, and the one-line errors users see instead of tracebacks."""
+"""Config checks that run before any work: every value a run depends on, each failing with a one-line ConfigError.
+Composing a config and printing the error are the CLI's (ldae/cli.py)."""
 
 from __future__ import annotations
 
-import difflib
 import os
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from ldae import plan
 from ldae.errors import ConfigError  # noqa: F401  raised here, and imported from here by the CLIs and tests
-
-
-def _conf_dir() -> Path:
-    """The config tree: `ldae/conf` inside an installed wheel (the build maps the repo's `conf/` there);
-    the checkout's top-level `conf/` for an editable install or a plain checkout on sys.path."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "conf"
-    return packaged if (packaged / "train.yaml").is_file() else here.parent / "conf"
-
-
-CONF_DIR = _conf_dir()
-
-
-def searchpath_dirs(overrides: list[str]) -> list[Path]:
-    """The local folders a `hydra.searchpath=[...]` override adds (file:// or pkg:// entries, as Hydra
-    reads them), so that the precheck knows the options a user's own config folder brings."""
-    dirs: list[Path] = []
-    for ov in overrides:
-        key, _, value = ov.lstrip("+").partition("=")
-        if key != "hydra.searchpath":
-            continue
-        for entry in value.strip().strip("[]").split(","):
-            entry = entry.strip().strip("'\"")
-            if entry.startswith("file://"):
-                dirs.append(Path(entry[len("file://"):]))
-            elif entry.startswith("pkg://"):
-                import importlib.util
-
-                mod, _, sub = entry[len("pkg://"):].partition("/")
-                spec = importlib.util.find_spec(mod.replace("/", "."))
-                if spec is not None and spec.submodule_search_locations:
-                    dirs.append(Path(list(spec.submodule_search_locations)[0], sub))
-            elif entry:
-                dirs.append(Path(entry))
-    return dirs
-
-
-def _conf_dirs(conf_dir: Path | list[Path]) -> list[Path]:
-    return list(conf_dir) if isinstance(conf_dir, (list, tuple)) else [conf_dir]
-
-
-def group_options(group: str, conf_dir: Path | list[Path] = CONF_DIR) -> list[str]:
-    """Options of a config group, as `group=OPTION` spells them (subfolders included), over every folder."""
-    opts = set()
-    for d in _conf_dirs(conf_dir):
-        root = d / group
-        opts |= {str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")}
-    return sorted(opts)
-
-
-def check_group_overrides(overrides: list[str], conf_dir: Path | list[Path] = CONF_DIR) -> None:
-    """`experiment=nope` -> ConfigError listing the options, before Hydra composes anything.
-    A `hydra.searchpath=[...]` override among `overrides` adds its folders' options."""
-    dirs = _conf_dirs(conf_dir) + searchpath_dirs(overrides)
-    for ov in overrides:
-        if ov.startswith("-") or "=" not in ov:
-            continue
-        key, value = ov.lstrip("+~").split("=", 1)
-        if "." in key or key.startswith("hydra") or not any((d / key).is_dir() for d in dirs):
-            continue
-        values = value.split(",") if "," in value and "(" not in value else [value]
-        for v in values:
-            v = v.strip()
-            if v in ("null", "") or any((d / key / f"{v}.yaml").exists() for d in dirs):
-                continue
-            raise ConfigError(f"unknown {key} '{v}'; allowed: {', '.join(group_options(key, dirs))}")
-
-
-def _flat_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in cfg.items_ex(resolve=False) if hasattr(cfg, "items_ex") else cfg.items():
-        key = f"{prefix}{k}"
-        out.append(key)
-        if isinstance(v, DictConfig):
-            out += _flat_keys(v, key + ".")
-    return out
-
-
-def explain_compose_error(err: Exception, overrides: list[str]) -> str:
-    """Turn Hydra/OmegaConf composition errors into one line that names the bad value."""
-    msg = str(err).strip()
-    cause = err.__cause__ or err.__context__
-    full = f"{msg}\n{cause}" if cause else msg
-    if "not in struct" in full or "Could not override" in full or "Could not append" in full:
-        bad = None
-        for ov in overrides:
-            key = ov.lstrip("+~").split("=", 1)[0]
-            if f"'{key}'" in full:
-                bad = key
-        if bad is None and "full_key:" in full:
-            bad = full.split("full_key:", 1)[1].split()[0]
-        if bad:
-            hint = ""
-            try:
-                keys = _flat_keys(_default_config())
-                close = difflib.get_close_matches(bad, keys, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-            except Exception:  # the hint is a courtesy; never fail on it
-                pass
-            return f"unknown config key '{bad}' (a misspelt key is an error; add a new key with +{bad}=...){hint}"
-    if "Missing mandatory value" in full:
-        key = full.split("full_key:", 1)[1].split()[0] if "full_key:" in full else "?"
-        return f"missing required value '{key}': set it on the command line ({key}=...)"
-    return msg.splitlines()[0] if msg else type(err).__name__
-
-
-_DEFAULT = None
-
-
-def _default_config() -> DictConfig:
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = compose_config([])
-    return _DEFAULT
-
-
-def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
-    """Compose `conf/<config_name>.yaml` with overrides through Hydra's compose API (no run dir, no chdir)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return compose(config_name=config_name, overrides=overrides)
 
 
 def _require(ok: bool, msg: str) -> None:
@@ -154,7 +28,7 @@ def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
     from ldae import keys
     from ldae.choices import (CROPS, DATASETS, GUIDANCE_CHANNELS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, RESUME_MODES,
-                              SAMPLERS, SCHEDULES, TOKENIZERS, fashion_mnist_files)
+                              SAMPLERS, SCHEDULES, TOKENIZERS, check, fashion_mnist_files)
     from ldae.diffusion.predictions import PREDICTION, names
     from ldae.extras import check_config_extras
     from ldae.models.registry import lookup
@@ -169,7 +43,7 @@ def validate(cfg: DictConfig) -> None:
     _check_part(cfg.schedule, "schedule", SCHEDULES)
     _require(isinstance(d.batch_size, int) and d.batch_size >= 1, f"data.batch_size={d.batch_size} must be an integer >= 1")
     _require(isinstance(d.image_size, int) and d.image_size >= 1, f"data.image_size={d.image_size} must be an integer >= 1")
-    _require(d.crop in CROPS, f"unknown data.crop '{d.crop}'; allowed: {', '.join(CROPS)}")
+    check("data.crop", d.crop, CROPS)
     for key in ("num_train", "num_val"):
         v = d.get(key)
         _require(v is None or (isinstance(v, int) and v >= 1), f"data.{key}={v} must be null or an integer >= 1")
@@ -224,11 +98,10 @@ def validate(cfg: DictConfig) -> None:
     _require(tok.name not in choices.NO_DECODER or (t.input == "latent" and t.predict in decoder_free),
              f"tokenizer={tok.name} has no decoder, but target.input={t.input} / target.predict={t.predict} need "
              f"one; allowed with it: target.input=latent and target.predict={'|'.join(decoder_free)}")
-    _require(t.predict in PREDICTION, f"unknown target.predict '{t.predict}'; allowed: {', '.join(PREDICTION)}")
-    _require(t.input in INPUTS, f"unknown target.input '{t.input}'; allowed: {', '.join(INPUTS)}")
+    check("target.predict", t.predict, PREDICTION)
+    check("target.input", t.input, INPUTS)
     _require(t.lambda_t in LAMBDAS, f"unknown target.lambda_t '{t.lambda_t}'; allowed: {', '.join(LAMBDAS)}")
-    _require(t.output_basis in choices.OUTPUT_BASES,
-             f"unknown target.output_basis '{t.output_basis}'; allowed: {', '.join(choices.OUTPUT_BASES)}")
+    check("target.output_basis", t.output_basis, choices.OUTPUT_BASES)
     if t.output_basis == "tokenizer":
         _require(PREDICTION[t.predict].space == "image",
                  f"target.output_basis=tokenizer needs an image output; target.predict={t.predict}, allowed: image, image_pca")
@@ -418,14 +291,12 @@ def check_image_folder(d: DictConfig, split: str, sample: int = 8, key: str = "d
 
 def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
     """The evaluation protocol (conf/probe/): keys every protocol reads, then the protocol's own."""
-    from ldae.choices import CLEAN_INPUTS, PROBE_LR_SOURCES, PROBE_OPTIMIZERS, PROBE_POOLS, PROTOCOLS
+    from ldae.choices import CLEAN_INPUTS, PROBE_LR_SOURCES, PROBE_OPTIMIZERS, PROTOCOLS, check, check_pool
 
     name = pr.get("name")
     _require(name in PROTOCOLS, f"unknown probe '{name}'; allowed: {', '.join(PROTOCOLS)}")
-    _require(pr.clean_input in CLEAN_INPUTS, f"unknown probe.clean_input '{pr.clean_input}'; allowed: {', '.join(CLEAN_INPUTS)}")
-    _require(pr.pool in PROBE_POOLS, f"unknown probe.pool '{pr.pool}'; allowed: {', '.join(PROBE_POOLS)}")
-    _require(pr.pool != "cls", "probe.pool=cls needs a class token, and the DiT encoder has none (the paper "
-             "pools globally, PAPER.md 2.4); allowed: avg")
+    check("probe.clean_input", pr.clean_input, CLEAN_INPUTS)
+    check_pool(pr.pool)
     _require(isinstance(pr.t, int) and 0 <= pr.t <= cfg.schedule.num_steps,
              f"probe.t={pr.t} must be an integer in 0..{cfg.schedule.num_steps}")
     off = pr.get("t_offset", 0)
@@ -449,7 +320,7 @@ def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
         _require(0 <= pr.drop_path < 1, f"probe.drop_path={pr.drop_path} must be in [0, 1)")
         _require(pr.batch_size >= 2, f"probe.batch_size={pr.batch_size} must be >= 2 (MixUp pairs samples)")
         return
-    _require(pr.optimizer in PROBE_OPTIMIZERS, f"unknown probe.optimizer '{pr.optimizer}'; allowed: {', '.join(PROBE_OPTIMIZERS)}")
+    check("probe.optimizer", pr.optimizer, PROBE_OPTIMIZERS)
     _require(pr.lr_source in PROBE_LR_SOURCES, f"unknown probe.lr_source '{pr.lr_source}'; allowed: {', '.join(PROBE_LR_SOURCES)}")
     _require(not (pr.cache_features and pr.augment),
              "probe.cache_features=true needs probe.augment=false (cached features cannot be augmented)")
@@ -470,15 +341,15 @@ def _validate_speed(sp) -> None:
 
 def _validate_tokenizer(tok: DictConfig, image_size: int) -> None:
     """Checks of the gradient-trained tokenizers: choices, local weight paths, the conv VAE's geometry."""
-    from ldae.choices import LATENT_NORMS, PCA_SCALINGS, POSTERIORS, RECON_LOSSES
+    from ldae.choices import LATENT_NORMS, PCA_SCALINGS, POSTERIORS, RECON_LOSSES, check
 
     if tok.name == "patch_pca":
-        _require(tok.scaling in PCA_SCALINGS, f"unknown tokenizer.scaling '{tok.scaling}'; allowed: {', '.join(PCA_SCALINGS)}")
+        check("tokenizer.scaling", tok.scaling, PCA_SCALINGS)
     if tok.name not in ("vqgan", "patch_ae", "patch_vae"):
         return
-    _require(tok.normalize in LATENT_NORMS, f"unknown tokenizer.normalize '{tok.normalize}'; allowed: {', '.join(LATENT_NORMS)}")
-    _require(tok.posterior in POSTERIORS, f"unknown tokenizer.posterior '{tok.posterior}'; allowed: {', '.join(POSTERIORS)}")
-    _require(tok.recon_loss in RECON_LOSSES, f"unknown tokenizer.recon_loss '{tok.recon_loss}'; allowed: {', '.join(RECON_LOSSES)}")
+    check("tokenizer.normalize", tok.normalize, LATENT_NORMS)
+    check("tokenizer.posterior", tok.posterior, POSTERIORS)
+    check("tokenizer.recon_loss", tok.recon_loss, RECON_LOSSES)
     steps = tok.train_steps
     _require(isinstance(steps, int) and steps >= 0, f"tokenizer.train_steps={steps} must be an integer >= 0")
     if tok.name != "vqgan":
@@ -513,53 +384,3 @@ def _validate_tokenizer(tok: DictConfig, image_size: int) -> None:
         _require(lin is not None, "tokenizer.perceptual.linear_path=null and torchmetrics ships no "
                                   "lpips_models/vgg.pth: set tokenizer.perceptual.linear_path to the LPIPS heads file")
         _require(os.path.isfile(lin), f"tokenizer.perceptual.linear_path={per.linear_path} does not exist")
-
-
-def unwrap_worker_error(message: str) -> str:
-    """A DataLoader worker's exception comes back as 'Caught X in DataLoader worker process N.' plus the worker's
-    traceback in its message; the user's line is the original message, the traceback's last line."""
-    if "Original Traceback" not in message:
-        return message
-    last = [ln for ln in message.strip().splitlines() if ln.strip()][-1]
-    head, sep, rest = last.partition(": ")
-    return rest if sep and " " not in head else last  # drop the 'module.ClassName: ' prefix
-
-
-def fail(prog: str, message: str, code: int = 2) -> None:
-    """Print `prog: error: message` (no traceback) and exit with `code`."""
-    message = unwrap_worker_error(message)
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
-def precheck_cli(prog: str, argv: list[str], config_name: str = "train", check=None) -> None:
-    """Validate a command line before Hydra starts: unknown group options, misspelt keys, bad values.
-    `check(cfg)`: the app's own checks of its composed root config (raising ConfigError).
-
-    Multirun sweeps are checked option by option here and value by value inside each job.
-    """
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from ldae.extras import check_cli_extras
-
-    # Hydra's own keys stay out of the composed check, except the searchpath: a user's config folder.
-    overrides = [a for a in argv if not a.startswith("-")
-                 and (not a.startswith("hydra") or a.lstrip("+").startswith("hydra.searchpath="))]
-    try:
-        check_group_overrides(overrides)
-        check_cli_extras([a for a in argv if not a.startswith("-")], [CONF_DIR, *searchpath_dirs(overrides)])
-        if any(a in ("-m", "--multirun") for a in argv) or any(a.startswith("-") for a in argv):
-            return
-        try:
-            cfg = compose_config(overrides, config_name)
-        except (HydraException, OmegaConfBaseException) as e:
-            raise ConfigError(explain_compose_error(e, overrides)) from None
-        if config_name == "train":
-            validate(cfg)
-        else:
-            require_complete(cfg)
-        if check is not None:
-            check(cfg)
-    except ConfigError as e:
-        fail(prog, str(e))

@@ -14,7 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from ldae.config import ConfigError, fail
+from ldae.cli import fail
+from ldae.errors import ConfigError
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -13,17 +13,18 @@ What it decides, each in one function below:
 - the world size, per-device batch, accumulation, effective batch and lr (`lr = base_lr x effective / 256`,
   MAE's rule) of pretraining (`pretrain_batches`), the linear probe (`probe_batches`) and fine-tuning
   (`finetune_batches`);
-- the device of the work outside Lightning's loops and the accelerator of the side Trainers (`uses_gpu`);
+- the device of the work outside Lightning's loops and the accelerator of the side Trainers (`device_of`,
+  `accelerator_of`), asked of torch only when read (`RunPlan.device`), so that resolving stays torch-free;
 - the probe's clean view and the prediction space of target.predict.
 
 A config that cannot be realised fails here with the one-line ConfigError the config checks show (config.validate
-calls these functions). Nothing here imports torch at module level: only a trainer asking for "auto" devices or the
-device itself asks torch whether a GPU is there.
+calls these functions). Nothing here imports torch at module level: only a trainer asking for "auto" devices or
+reading the device asks torch whether a GPU is there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ldae.diffusion.predictions import PREDICTION
 from ldae.errors import ConfigError
@@ -272,19 +273,26 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _wants_gpu(accelerator: str) -> bool:
+    """The accelerator asks for a GPU (or auto) and one is visible."""
+    return accelerator in GPU_ACCELERATORS and _cuda_available()
+
+
 def uses_gpu(tcfg) -> bool:
     """Whether the trainer config runs on the GPU: it asks for one (or auto) and one is visible."""
-    return tcfg.get("accelerator", "auto") in GPU_ACCELERATORS and _cuda_available()
+    return _wants_gpu(tcfg.get("accelerator", "auto"))
 
 
-def device_of(tcfg) -> str:
-    """Where the work outside Lightning's loops runs (latent cache, probe features, bench): cuda or cpu."""
-    return "cuda" if uses_gpu(tcfg) else "cpu"
+def device_of(accelerator: str) -> str:
+    """Where the work outside Lightning's loops runs (latent cache, probe features, bench) for the requested
+    trainer.accelerator: cuda or cpu."""
+    return "cuda" if _wants_gpu(accelerator) else "cpu"
 
 
-def accelerator_of(tcfg) -> str:
-    """The accelerator of the side Trainers (probe, fine-tuning): the run's, or the CPU without a GPU."""
-    return tcfg.accelerator if _cuda_available() else "cpu"
+def accelerator_of(accelerator: str) -> str:
+    """The accelerator of the side Trainers (probe, fine-tuning) for the requested trainer.accelerator: the run's,
+    or the CPU without a GPU."""
+    return accelerator if _cuda_available() else "cpu"
 
 
 def world_size_of(tcfg) -> int:
@@ -316,11 +324,27 @@ class RunPlan:
     pretrain: Batches
     probe: Batches | None      # probe=linear: the recipe's batches (capped at probe.num_train when set)
     finetune: Batches | None   # probe=finetune: likewise
-    device: str                # cuda | cpu: work outside Lightning's loops
-    accelerator: str           # the side Trainers' accelerator
+    requested_accelerator: str  # trainer.accelerator as asked; where it runs is `device` / `accelerator`
     input: str                 # target.input: latent | image
     prediction_space: str      # latent (eps, x0) | image (image, image_pca)
     clean_input: str           # probe.clean_input: the noise-free view the probe reads
+
+    # The device is asked of torch when a stage reads it, not while resolving: validation stays torch-free.
+    @property
+    def device(self) -> str:
+        """cuda | cpu: work outside Lightning's loops."""
+        return device_of(self.requested_accelerator)
+
+    @property
+    def accelerator(self) -> str:
+        """The side Trainers' accelerator."""
+        return accelerator_of(self.requested_accelerator)
+
+    def record(self) -> dict:
+        """The plan as results.json records it: every field, with the device and accelerator the run used."""
+        out = asdict(self)
+        del out["requested_accelerator"]
+        return {**out, "device": self.device, "accelerator": self.accelerator}
 
     @property
     def latent(self) -> Latent | None:
@@ -350,8 +374,7 @@ def resolve(cfg, tokenizer=None) -> RunPlan:
         probe=probe_batches(pr, pr.get("num_train"), train.world_size, bool(pr.cache_features))
         if pr.name == "linear" else None,
         finetune=finetune_batches(pr, pr.get("num_train")) if pr.name == "finetune" else None,
-        device=device_of(cfg.trainer),
-        accelerator=accelerator_of(cfg.trainer),
+        requested_accelerator=cfg.trainer.get("accelerator", "auto"),
         input=cfg.target.input,
         prediction_space=prediction_space(cfg.target.predict),
         clean_input=pr.clean_input,

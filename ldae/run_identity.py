@@ -38,7 +38,7 @@ def _key(override: str) -> str:
 def _is_tag(key: str, cfg) -> bool:
     """A config key or group of this run (not a key of another app's root config, e.g. trajectory.py's
     `steps`), and not one that only says where or how the run is logged."""
-    from ldae.config import CONF_DIR
+    from ldae.cli import CONF_DIR
 
     top = key.split(".")[0].split("/")[0]
     return top not in _NOT_TAGS and (top in cfg or (CONF_DIR / top).is_dir())

@@ -15,12 +15,12 @@ from ldae.wandb_logger import make_wandb_logger
 
 def stage_accelerator(cfg: DictConfig) -> str:
     """The accelerator of the stages' own Trainers (probe, fine-tuning): the run's, or the CPU without a GPU."""
-    return accelerator_of(cfg.trainer)
+    return accelerator_of(cfg.trainer.accelerator)
 
 
 def stage_device(cfg: DictConfig) -> str:
     """Where the work outside Lightning's loops runs (latent cache, probe features): the GPU the trainer asks for."""
-    return device_of(cfg.trainer)
+    return device_of(cfg.trainer.get("accelerator", "auto"))
 
 
 def loggers_for(cfg: DictConfig, out: Path, stage: str) -> list:

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 import time
@@ -16,7 +15,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ldae import signals
-from ldae.config import CONF_DIR, ConfigError, fail, precheck_cli, validate
+from ldae.cli import CONF_DIR, fail, precheck_cli
+from ldae.config import ConfigError, validate
 from ldae.distributed import end_job, is_rank_zero, job_run_dir
 from ldae.plan import resolve
 from ldae.resume import (Heartbeat, checkpoint_problem, claim, find_unfinished, fingerprint, latest_checkpoint,
@@ -81,7 +81,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         **info,
         **probe,
         "wall_s": time.time() - t0,
-        "plan": dataclasses.asdict(plan),  # everything derived from the config (ldae/plan.py)
+        "plan": plan.record(),  # everything derived from the config (ldae/plan.py)
     }
     notes = tokenizer_notes(tok)
     if notes:

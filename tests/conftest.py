@@ -17,7 +17,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 @pytest.fixture
 def compose():
     """compose(*overrides) -> the composed `train` config, shrunk to `scale=smoke` unless a scale is given."""
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
 
     def _compose(*overrides: str, config_name: str = "train"):
         ov = list(overrides)

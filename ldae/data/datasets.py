@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ldae.choices import CROPS, DATASETS, IMAGE_EXTENSIONS, fashion_mnist_files
+from ldae.choices import CROPS, DATASETS, IMAGE_EXTENSIONS, check, fashion_mnist_files
 from ldae.data.batch import ImageBatch
 
 
@@ -32,8 +32,7 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
 def train_transform(image_size: int, crop: str, hflip: bool, min_scale: float = 0.2):
     """Augmentation on uint8 CHW tensors; None when the paper's default (center crop, no flip) applies.
     min_scale: RandomResizedCrop's smallest area (0.2: MAE's pretraining; the linear probe passes 0.08)."""
-    if crop not in CROPS:
-        raise DataError(f"unknown data.crop '{crop}'; allowed: {', '.join(CROPS)}")
+    check("data.crop", crop, CROPS)
     ops = []
     if crop == "random_resized":
         ops.append(v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True))

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from ldae.choices import INPUTS, LAMBDAS, OUTPUT_BASES
+from ldae.choices import INPUTS, LAMBDAS, OUTPUT_BASES, check
 from ldae.diffusion.predictions import PREDICTION
 
 
@@ -85,13 +85,10 @@ class Objective(nn.Module):
     def __init__(self, predict: str = "image", input: str = "image", lambda_t: str = "inv_one_plus_sigma2",
                  residual_weight: float = 0.1, output_basis: str = "pixels"):
         super().__init__()
-        if predict not in PREDICTION:
-            raise ValueError(f"unknown target.predict '{predict}'; allowed: {', '.join(PREDICTION)}")
-        if input not in INPUTS:
-            raise ValueError(f"unknown target.input '{input}'; allowed: {', '.join(INPUTS)}")
+        check("target.predict", predict, PREDICTION)
+        check("target.input", input, INPUTS)
         loss_weight(lambda_t, torch.ones(1), torch.ones(1))  # validates the name
-        if output_basis not in OUTPUT_BASES:
-            raise ValueError(f"unknown target.output_basis '{output_basis}'; allowed: {', '.join(OUTPUT_BASES)}")
+        check("target.output_basis", output_basis, OUTPUT_BASES)
         self.predict, self.input, self.lambda_t = predict, input, lambda_t
         self.spec = PREDICTION[predict]
         self.residual_weight = float(residual_weight)

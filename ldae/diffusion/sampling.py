@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ldae.choices import GUIDANCE_CHANNELS
+from ldae.choices import GUIDANCE_CHANNELS, SAMPLERS, builder
 from ldae.diffusion.objectives import learned_log_variance
 
 
@@ -156,12 +156,21 @@ def ddim_sample(denoiser: Denoiser, shape, steps: int = 50, eta: float = 0.0, y:
     return z
 
 
+# The registry's entries (ldae/choices.py SAMPLERS): one signature for every sampler, so `sample` dispatches by name.
+def run_ddpm(denoiser: Denoiser, shape, steps: int | None, eta: float, y: torch.Tensor | None,
+             generator: torch.Generator, device) -> torch.Tensor:
+    return ddpm_sample(denoiser, shape, steps, y, generator, device)  # eta is DDIM's: ancestral steps have none
+
+
+def run_ddim(denoiser: Denoiser, shape, steps: int | None, eta: float, y: torch.Tensor | None,
+             generator: torch.Generator, device) -> torch.Tensor:
+    return ddim_sample(denoiser, shape, steps or 50, eta, y, generator, device)
+
+
 def sample(denoiser: Denoiser, sampler: str, shape, steps: int | None = None, eta: float = 0.0,
            y: torch.Tensor | None = None, seed: int = 0, device="cpu") -> torch.Tensor:
-    """One entry point: sampler ddpm|ddim with a seeded generator -> x̂0 latents."""
+    """One entry point: a sampler of the registry with a seeded generator -> x̂0 latents."""
     g = torch.Generator().manual_seed(int(seed))
-    if sampler == "ddpm":
-        return ddpm_sample(denoiser, shape, steps, y, g, device)
-    if sampler == "ddim":
-        return ddim_sample(denoiser, shape, steps or 50, eta, y, g, device)
-    raise ValueError(f"unknown sampler '{sampler}'; allowed: ddpm, ddim")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler '{sampler}'; allowed: {', '.join(SAMPLERS)}")
+    return builder(SAMPLERS, sampler)(denoiser, shape, steps, eta, y, g, device)

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from ldae.choices import SCHEDULES
+from ldae.choices import SCHEDULES, builder
 from ldae.errors import ConfigError
 
 MIN_SCALE = 1e-4  # below every non-zero γ_t, σ_t of the schedules here (smallest: σ_1 of sigma_linear, 1.4e-3)
@@ -139,11 +139,9 @@ def single_level(num_steps: int = 1000, sigma_value: float = math.sqrt(1 / 3)) -
 
 
 def build_schedule(name: str, num_steps: int = 1000, **kwargs) -> NoiseSchedule:
-    factories = {"ddpm_linear": ddpm_linear, "cosine": cosine, "linear_gamma2": linear_gamma2,
-                 "sigma_linear": sigma_linear, "single_level": single_level}
-    if name not in factories:
+    if name not in SCHEDULES:
         raise ValueError(f"unknown schedule '{name}'; allowed: {', '.join(SCHEDULES)}")
-    return factories[name](num_steps, **kwargs)
+    return builder(SCHEDULES, name)(num_steps, **kwargs)  # the registry's function (ldae/choices.py)
 
 
 def schedule_from_config(node) -> NoiseSchedule:

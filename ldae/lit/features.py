@@ -25,9 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ldae.choices import CLEAN_INPUTS
+from ldae.choices import CLEAN_INPUTS, check, check_pool
 from ldae.diffusion.noise import STREAM_EPS, keyed_normal, sample_keys
-from ldae.lit.probe import check_pool
 from ldae.utils.io import atomic_torch_save, load_problem, move_aside
 
 log = logging.getLogger("ldae")
@@ -48,8 +47,7 @@ class EncoderFeatures(nn.Module):
                  t_offset: int = 0):
         super().__init__()
         check_pool(pool)
-        if clean_input not in CLEAN_INPUTS:
-            raise ValueError(f"unknown probe.clean_input '{clean_input}'; allowed: {', '.join(CLEAN_INPUTS)}")
+        check("probe.clean_input", clean_input, CLEAN_INPUTS)
         if not 0 <= t <= schedule.num_steps:
             raise ValueError(f"probe.t={t} must be in 0..{schedule.num_steps}")
         self.backbone, self.tokenizer, self.objective, self.schedule = backbone, tokenizer, objective, schedule

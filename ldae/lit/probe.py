@@ -19,16 +19,7 @@ from ldae.lit.metrics import global_mean
 from ldae.lit.schedules import per_step_schedule
 from ldae.plan import scaled_lr
 
-from ldae.choices import PROBE_OPTIMIZERS, PROBE_POOLS
-
-
-def check_pool(pool: str) -> None:
-    """Only global average pooling exists: the DiT encoder has no class token (PAPER.md 2.4)."""
-    if pool not in PROBE_POOLS:
-        raise ValueError(f"unknown probe.pool '{pool}'; allowed: {', '.join(PROBE_POOLS)}")
-    if pool == "cls":
-        raise ValueError("probe.pool=cls needs a class token, and the DiT encoder has none (the paper pools "
-                         "globally, PAPER.md 2.4); allowed: avg")
+from ldae.choices import PROBE_OPTIMIZERS, check
 
 
 def probe_head(feature_dim: int, num_classes: int, init_std: float | None = None) -> nn.Sequential:
@@ -54,8 +45,7 @@ class LinearProbe(pl.LightningModule):
                  batch_size: int = 16384, momentum: float = 0.9, weight_decay: float = 0.0,
                  warmup_epochs: int = 10, extractor: nn.Module | None = None):
         super().__init__()
-        if optimizer not in PROBE_OPTIMIZERS:
-            raise ValueError(f"unknown probe.optimizer '{optimizer}'; allowed: {', '.join(PROBE_OPTIMIZERS)}")
+        check("probe.optimizer", optimizer, PROBE_OPTIMIZERS)
         self.head = probe_head(feature_dim, num_classes, init_std=0.01)
         self.extractor = extractor
         if extractor is not None:

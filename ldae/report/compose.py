@@ -13,7 +13,7 @@ def compose_train(overrides: list[str]) -> DictConfig:
         from hydra import compose
 
         return compose(config_name="train", overrides=overrides)
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
 
     return compose_config(overrides)
 

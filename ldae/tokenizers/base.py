@@ -86,10 +86,9 @@ class LatentNorm(nn.Module):
 
     def __init__(self, channels: int, mode: str = "scale"):
         super().__init__()
-        from ldae.choices import LATENT_NORMS
+        from ldae.choices import LATENT_NORMS, check
 
-        if mode not in LATENT_NORMS:
-            raise ValueError(f"unknown tokenizer.normalize '{mode}'; allowed: {', '.join(LATENT_NORMS)}")
+        check("tokenizer.normalize", mode, LATENT_NORMS)
         self.mode = mode
         self.register_buffer("shift", torch.zeros(channels))
         self.register_buffer("scale", torch.ones(()))

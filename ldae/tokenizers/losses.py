@@ -132,10 +132,9 @@ class AutoencoderLoss(nn.Module):
     def __init__(self, recon: str = "l1", kl_weight: float = 0.0, perceptual: dict | None = None,
                  adversarial: dict | None = None):
         super().__init__()
-        from ldae.choices import RECON_LOSSES
+        from ldae.choices import RECON_LOSSES, check
 
-        if recon not in RECON_LOSSES:
-            raise ValueError(f"unknown tokenizer.recon_loss '{recon}'; allowed: {', '.join(RECON_LOSSES)}")
+        check("tokenizer.recon_loss", recon, RECON_LOSSES)
         self.recon, self.kl_weight = recon, float(kl_weight)
         p = dict(perceptual or {})
         self.perceptual_weight = float(p.get("weight", 0.0))

@@ -22,6 +22,7 @@ from ldae.tokenizers.base import Tokenizer
 from ldae.tokenizers.patch import map_to_tokens, tokens_to_map
 
 from ldae.choices import PCA_SCALINGS as SCALINGS
+from ldae.choices import check
 
 
 class PatchPCA(Tokenizer):
@@ -31,8 +32,7 @@ class PatchPCA(Tokenizer):
     def __init__(self, patch_size: int, latent_dim: int, channels: int = 3, center: bool = True,
                  scaling: str = "global", num_patches: int = 1_000_000, seed: int = 0):
         super().__init__(patch_size, latent_dim, channels)
-        if scaling not in SCALINGS:
-            raise ValueError(f"unknown tokenizer.scaling '{scaling}'; allowed: {', '.join(SCALINGS)}")
+        check("tokenizer.scaling", scaling, SCALINGS)
         if not 1 <= latent_dim <= self.patch_dim:
             raise ValueError(f"tokenizer latent_dim={latent_dim} must be in 1..{self.patch_dim} (the patch dimension)")
         self.center, self.scaling, self.num_patches, self.seed = center, scaling, num_patches, seed

@@ -24,10 +24,9 @@ class TrainableTokenizer(Tokenizer):
                  normalize: str = "scale", posterior: str = "sample", norm_batches: int = 8,
                  spec: dict | None = None, channels: int = 3):
         super().__init__(patch_size, latent_dim, channels)
-        from ldae.choices import POSTERIORS
+        from ldae.choices import POSTERIORS, check
 
-        if posterior not in POSTERIORS:
-            raise ValueError(f"unknown tokenizer.posterior '{posterior}'; allowed: {', '.join(POSTERIORS)}")
+        check("tokenizer.posterior", posterior, POSTERIORS)
         self.train_cfg = dict(train or {})
         self.loss_cfg = dict(loss or {})
         self.posterior_mode, self.norm_batches = posterior, int(norm_batches)

@@ -13,7 +13,7 @@ from helpers import LEAN, subprocess_env
 def test_slurm_launcher_config_composes():
     from hydra import compose, initialize_config_dir
 
-    from ldae.config import CONF_DIR
+    from ldae.cli import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose("train", overrides=["hydra/launcher=slurm", "scale=smoke", "trainer=ddp",

@@ -25,7 +25,8 @@ def _user_conf(tmp_path: Path) -> Path:
 
 
 def test_searchpath_adds_a_users_config_folder(tmp_path):
-    from ldae.config import ConfigError, check_group_overrides, compose_config
+    from ldae.cli import check_group_overrides, compose_config
+    from ldae.errors import ConfigError
 
     sp = f"hydra.searchpath=[file://{_user_conf(tmp_path)}]"
     check_group_overrides([sp, "schedule=my_cosine"])
@@ -39,7 +40,7 @@ def test_searchpath_adds_a_users_config_folder(tmp_path):
 
 def test_precheck_keeps_the_searchpath(tmp_path, capsys):
     """The CLI's precheck composes with the user's folder (it used to drop every hydra.* override)."""
-    from ldae.config import precheck_cli
+    from ldae.cli import precheck_cli
 
     sp = f"hydra.searchpath=[file://{_user_conf(tmp_path)}]"
     precheck_cli("ldae-train", [sp, "schedule=my_cosine", "scale=smoke"])  # returns: no exit
@@ -86,7 +87,7 @@ def test_wheel_installs_and_runs_from_any_folder(tmp_path):
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run([str(py), "-c", "import json, ldae, ldae.config as c; "
+    where = subprocess.run([str(py), "-c", "import json, ldae, ldae.cli as c; "
                             "print(json.dumps([ldae.__file__, str(c.CONF_DIR / 'train.yaml')]))"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     init, train_yaml = map(Path, json.loads(where.stdout))

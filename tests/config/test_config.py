@@ -3,7 +3,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
-from ldae.config import ConfigError, check_group_overrides, group_options, validate
+from ldae.cli import check_group_overrides, group_options
+from ldae.config import ConfigError, validate
 from ldae.plan import resolve_latent_dim
 
 SCALES = group_options("scale")

@@ -21,7 +21,7 @@ def _missing(monkeypatch, module: str) -> None:
     (["-m", "hydra/launcher=submitit_local", "seed=0,1"], "hydra_plugins.hydra_submitit_launcher", "slurm"),
 ])
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys, argv, module, extra):
-    from ldae.config import precheck_cli
+    from ldae.cli import precheck_cli
 
     _missing(monkeypatch, module)
     with pytest.raises(SystemExit) as e:
@@ -34,7 +34,7 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys, argv, module
 
 def test_installed_extras_pass_the_check(capsys):
     """The same command lines go through when the plugins are there (the shared dev install has them)."""
-    from ldae.config import precheck_cli
+    from ldae.cli import precheck_cli
     from ldae.extras import has_extra
 
     if not (has_extra("optuna") and has_extra("slurm")):

@@ -8,7 +8,8 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from ldae import keys
-from ldae.config import ConfigError, compose_config, validate
+from ldae.cli import compose_config
+from ldae.config import ConfigError, validate
 
 # Group choices whose nodes add keys of their own: each composed once, so each of their leaves is walked.
 TRAIN_VARIANTS = [[], ["tokenizer=vqgan"], ["tokenizer=patch_vae"], ["tokenizer=conv_vae"], ["tokenizer=none"],

@@ -7,7 +7,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ldae.config import CONF_DIR, ConfigError, compose_config, group_options, validate
+from ldae.cli import CONF_DIR, compose_config, group_options
+from ldae.config import ConfigError, validate
 from ldae.plan import resolve
 
 SCALES = group_options("scale")
@@ -29,6 +30,31 @@ def test_plan_is_torch_free():
     code = "import ldae.plan, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_validate_is_torch_free():
+    """A whole config check (the plan resolved last) and a refused one leave torch unloaded: the device is asked
+    for only where a stage reads it, so a bad command line fails without torch's import."""
+    code = ("import sys\n"
+            "from ldae.cli import compose_config\n"
+            "from ldae.config import ConfigError, validate\n"
+            "validate(compose_config(['experiment=ldae', 'scale=smoke']))\n"
+            "try:\n"
+            "    validate(compose_config(['data.batch_size=64', 'trainer.accelerator=cpu', 'trainer.devices=3']))\n"
+            "except ConfigError as e:\n"
+            "    print(e)\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["data.batch_size=64 is not divisible by the world size 3 (trainer.devices x "
+                                "trainer.num_nodes); allowed: multiples of 3", "False"]
+
+
+def test_the_record_keeps_the_device():
+    plan = resolve(_compose("ldae", "smoke", "trainer.accelerator=cpu"))
+    rec = plan.record()
+    assert (rec["device"], rec["accelerator"]) == ("cpu", "cpu") and "requested_accelerator" not in rec
+    assert set(rec) == {"image_size", "geometry", "world_size", "pretrain", "probe", "finetune", "device",
+                        "accelerator", "input", "prediction_space", "clean_input"}
 
 
 def test_the_matrix_is_complete():

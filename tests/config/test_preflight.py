@@ -77,7 +77,7 @@ def test_train_refuses_an_unwritable_run_folder_before_any_work(compose, tmp_pat
 
 
 def test_probe_refuses_an_unwritable_output_folder_before_reading_the_checkpoint(tmp_path):
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.evaluation import evaluate_checkpoint
 
     (tmp_path / "f").write_text("x")

@@ -66,7 +66,7 @@ BAD_CONFIGS += [
 def _one_line_exit_2(capsys, call, prog: str) -> str:
     """Run `call` as the app's entry does (a ConfigError becomes `fail`); assert exit 2, one stderr line, no
     traceback; return the message after `PROG: error: `."""
-    from ldae.config import fail
+    from ldae.cli import fail
 
     with pytest.raises(SystemExit) as e:
         try:
@@ -84,7 +84,7 @@ def _one_line_exit_2(capsys, call, prog: str) -> str:
 @pytest.mark.parametrize("args, message", BAD_CONFIGS, ids=[" ".join(a) for a, _ in BAD_CONFIGS])
 def test_bad_config_is_one_line_and_exit_2(capsys, args, message):
     """In-process through the CLI's own precheck (what `ldae-train` runs before Hydra starts)."""
-    from ldae.config import precheck_cli
+    from ldae.cli import precheck_cli
 
     got = _one_line_exit_2(capsys, lambda: precheck_cli("ldae-train", ["experiment=ldae", "scale=smoke", *args]),
                            "ldae-train")
@@ -150,7 +150,7 @@ def test_empty_class_folder_and_empty_split_are_clear_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------- image folders
 
 def test_class_folders_must_match_num_classes_before_any_work(capsys, tmp_path):
-    from ldae.config import precheck_cli
+    from ldae.cli import precheck_cli
 
     root = _folder(tmp_path / "imgs")  # 2 classes; data=imagefolder defaults to num_classes=1000
     base = ["experiment=ldae", "scale=smoke", "data=imagefolder", f"data.root={root}", "data.num_workers=0"]
@@ -164,7 +164,7 @@ def test_class_folders_must_match_num_classes_before_any_work(capsys, tmp_path):
 
 
 def test_an_image_folder_of_undecodable_files_is_one_line_naming_it(capsys, tmp_path):
-    from ldae.config import precheck_cli
+    from ldae.cli import precheck_cli
 
     root = _folder(tmp_path / "imgs")
     for f in (root / "train").rglob("*.png"):
@@ -178,7 +178,7 @@ def test_an_image_folder_of_undecodable_files_is_one_line_naming_it(capsys, tmp_
 def test_a_worker_that_finds_no_readable_image_is_one_line_naming_the_folder(capsys, tmp_path):
     """Past the precheck (e.g. a subset of bad files): the worker's DataError comes back wrapped in its traceback;
     the app's one line is the original message, which names the folder."""
-    from ldae.config import fail
+    from ldae.cli import fail
     from ldae.data.datasets import DataError, ImageFolderDataset
 
     root = _folder(tmp_path / "imgs")
@@ -235,7 +235,7 @@ TRAJECTORY_BAD = [
 
 @pytest.mark.parametrize("args, message", TRAJECTORY_BAD, ids=[" ".join(a) for a, _ in TRAJECTORY_BAD])
 def test_trajectory_bad_input_is_one_line(capsys, args, message):
-    from ldae.config import precheck_cli
+    from ldae.cli import precheck_cli
     from ldae.report.trajectory import check_own_keys
 
     got = _one_line_exit_2(capsys, lambda: precheck_cli("trajectory", ["scale=smoke", *args], "trajectory",
@@ -251,7 +251,7 @@ def test_trajectory_bad_input_is_one_line(capsys, args, message):
 def test_trajectory_validates_every_row_before_the_first_runs(capsys, monkeypatch, tmp_path, args, message):
     """A bad train value: one line naming the row, and no row has started (before: one traceback per row)."""
     import ldae.train
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.report.trajectory import run_trajectory
 
     calls = []
@@ -303,7 +303,7 @@ def test_probe_of_an_unreadable_file_is_one_line(capsys, tmp_path, kind, message
 
 
 def test_probe_without_a_checkpoint_is_one_line(capsys):
-    from ldae.config import precheck_cli
+    from ldae.cli import precheck_cli
 
     got = _one_line_exit_2(capsys, lambda: precheck_cli("ldae-probe", [], "eval"), "ldae-probe")
     assert got.startswith("missing required value 'ckpt_path'"), got
@@ -342,7 +342,7 @@ def test_report_bad_folder_is_one_line(capsys, tmp_path, setup, message):
 ])
 def test_report_skips_a_malformed_results_json_with_one_line(capsys, tmp_path, bad, why):
     """Beside a usable run: skipped with one line, the table has the usable run only; alone: exit 2."""
-    from ldae.config import fail
+    from ldae.cli import fail
     from ldae.report.runs import compare
 
     _results(tmp_path / "runs", "a_bad", bad)

@@ -9,7 +9,7 @@ def smoke_run(tmp_path_factory):
     run: (run folder, results). Its readers only read the folder and the checkpoint (each evaluation writes into
     its own tmp_path), so they can share it; a test that writes into its run, or needs other overrides, trains
     its own."""
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.train import run
 
     out = tmp_path_factory.mktemp("smoke_run")

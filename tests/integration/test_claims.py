@@ -91,7 +91,7 @@ def test_unknown_claim_is_one_clear_error():
 def test_claims_suite_at_smoke_end_to_end(tmp_path, monkeypatch):
     """Claims 9c and 13b (runs 11 and 12, the grid of 12) with 2 seeds: every file, every number in its place,
     and a second invocation reuses the finished runs (no training)."""
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
 
     cfg = compose_config(["scale=smoke", "claims=[9c,13b]", "seeds=2"], "claims")
     budget = ["trainer.max_epochs=1", "probe.epochs=1", "baselines=false"]

@@ -15,7 +15,7 @@ DIT_ROW = ["experiment=ldae", "scale=smoke", "schedule=ddpm_linear", "target=eps
 @pytest.fixture(scope="module")
 def dit_run(tmp_path_factory):
     # Not the shared smoke run: the DiT row's own overrides (class conditioning, learned σ, ε, generation).
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.train import run
 
     out = tmp_path_factory.mktemp("dit")

@@ -39,7 +39,7 @@ def test_checkpoint_loads_with_weights_only_and_clean_keys(smoke_run):
 
 
 def test_probe_cli_logic_rebuilds_from_checkpoint(smoke_run, tmp_path):
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.evaluation import evaluate_checkpoint
 
     out, res = smoke_run
@@ -54,7 +54,7 @@ def test_probe_cli_logic_rebuilds_from_checkpoint(smoke_run, tmp_path):
 
 def test_probe_reproduces_the_runs_probe_top1_exactly(smoke_run, tmp_path):
     """Same seed, features recomputed from the rebuilt checkpoint (disk cache off): the same curve."""
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.evaluation import evaluate_checkpoint
 
     out, res = smoke_run

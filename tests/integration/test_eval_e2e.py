@@ -18,7 +18,7 @@ def smoke_ckpt(smoke_run):
 
 
 def _evaluate(ckpt, out, *overrides):
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.evaluation import evaluate_checkpoint
     from ldae.probe import probe_keys
 
@@ -81,7 +81,7 @@ def test_export_gives_the_encoders_features(smoke_ckpt, tmp_path):
 
 def test_online_probe_logs_and_leaves_pretraining_unchanged(tmp_path):
     # Its own two pretrainings, not the shared run: it compares the online probe switched on and off.
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.stages import pretrain
 
     weights, out = {}, {}

@@ -25,7 +25,7 @@ assert not any(m == "ldae" or m.startswith("ldae.") for m in sys.modules), "ldae
 def runs(tmp_path_factory):
     # Not the shared smoke run: the model card names the trajectory row (12_predict_image, not ldae), and
     # row 07 reads a latent input.
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.train import run
 
     out = {}

@@ -33,7 +33,8 @@ def _official_files(tmp_path: Path) -> tuple[Path, Path, dict]:
 
 
 def test_official_checkpoint_is_probed(tmp_path, monkeypatch):
-    from ldae.config import ConfigError, compose_config
+    from ldae.cli import compose_config
+    from ldae.errors import ConfigError
     from ldae.checkpoints import load_checkpoint_config, official_run_config
     from ldae.evaluation import evaluate_checkpoint
 

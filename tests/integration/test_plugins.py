@@ -14,7 +14,7 @@ def user(tmp_path, monkeypatch):
 
 
 def test_plugin_tokenizer_and_dataset_train_and_probe(user, tmp_path, monkeypatch):
-    from ldae.config import compose_config, precheck_cli
+    from ldae.cli import compose_config, precheck_cli
     from ldae.evaluation import evaluate_checkpoint
     from ldae.resume import fingerprint
     from ldae.train import run
@@ -83,7 +83,8 @@ def test_plugin_backbone_trains_probes_and_reloads(user, tmp_path, monkeypatch):
     and ldae-probe rebuilds it from the checkpoint's config."""
     import torch
 
-    from ldae.config import compose_config, validate
+    from ldae.cli import compose_config
+    from ldae.config import validate
     from ldae.lit.pretrain import PretrainModule
     from ldae.evaluation import evaluate_checkpoint
     from ldae.train import run

@@ -32,13 +32,14 @@ def test_unlabelled_pretraining_needs_a_probe_set(compose, tmp_path):
     with pytest.raises(ConfigError, match=r"probe_data.root=/nope has no 'train' folder"):
         validate(compose(*unlabelled, "probe_data=imagefolder", "probe_data.root=/nope"))
     with pytest.raises(ConfigError, match=r"unknown probe_data 'nope'"):
-        from ldae.config import check_group_overrides
+        from ldae.cli import check_group_overrides
 
         check_group_overrides(["probe_data=nope"])
 
 
 def test_pretrain_on_shapes_probe_on_another_set(tmp_path, monkeypatch):
-    from ldae.config import compose_config, validate
+    from ldae.cli import compose_config
+    from ldae.config import validate
     from ldae.evaluation import evaluate_checkpoint
     from ldae.train import run
 

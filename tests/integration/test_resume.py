@@ -450,7 +450,7 @@ def test_a_full_disk_is_one_clear_error_and_the_previous_checkpoint_stays(tmp_pa
 def test_a_disk_that_fills_during_pretraining_ends_in_one_line_and_resumes(compose, tmp_path, monkeypatch, capsys):
     """The third checkpoint save hits a full disk: ldae-train's one line (exit 2), last.ckpt is the save before it,
     whole; with space again the same config resumes from last.ckpt and finishes."""
-    from ldae.config import fail
+    from ldae.cli import fail
     from ldae.train import one_line_errors, run
     from ldae.utils.io import DiskFullError
 

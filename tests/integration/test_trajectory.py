@@ -69,7 +69,7 @@ def test_sweep_trajectory_launches_13_jobs():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from ldae.config import check_group_overrides, compose_config
+    from ldae.cli import check_group_overrides, compose_config
 
     check_group_overrides(["sweep=trajectory", "scale=smoke"])  # the CLI's precheck accepts the preset
     cfg = compose_config(["sweep=trajectory", "scale=smoke"], "train")
@@ -129,7 +129,7 @@ def test_table_signs_on_synthetic_results():
 def test_every_row_trains_at_smoke_in_one_process(tmp_path):
     """All 13 rows through the trajectory runner (in-process, 1 epoch, 1 probe epoch):
     each leaves results.json; the runner writes trajectory.md/.json/.png."""
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
 
     cfg = compose_config(["scale=smoke"], "trajectory")
     assert budget_overrides(cfg) == ["trainer.max_epochs=1", "probe.epochs=1", "baselines=false"]
@@ -159,7 +159,7 @@ def test_two_rows_two_seeds(tmp_path, monkeypatch):
     """`steps=[11,12] seeds=2 scale=smoke`: the three files, mean ± std over seeds, a command-line key beats
     the budget; the same command again into the same folder recomputes nothing (the real results.json's
     fingerprint matches the rerun's composed row)."""
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
 
     ov = ["scale=smoke", "steps=[11,12]", "seeds=2", "probe.epochs=2"]
     cfg = compose_config(ov, "trajectory")
@@ -200,7 +200,7 @@ def test_a_killed_trajectory_resumes_at_its_first_unfinished_row(tmp_path, monke
     three finished runs' results.json and runs the other three; a changed budget recomputes (its fingerprint
     differs); a corrupt or unfinished results.json is recomputed."""
     import ldae.train
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
     from ldae.resume import fingerprint
 
     calls = []

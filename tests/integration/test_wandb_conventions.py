@@ -65,7 +65,7 @@ def test_the_optuna_preset_maximises_probe_top1(compose):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import get_class
 
-    from ldae.config import CONF_DIR
+    from ldae.cli import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):

@@ -96,8 +96,8 @@ def test_logged_lr_is_base_lr_times_effective_batch(compose, tmp_path):
 
 
 def test_pool_cls_and_unknown_protocols_fail_clearly(compose):
+    from ldae.choices import check_pool
     from ldae.config import ConfigError, validate
-    from ldae.lit.probe import check_pool
 
     with pytest.raises(ConfigError, match="probe.pool=cls needs a class token, and the DiT encoder has none"):
         validate(compose("probe.pool=cls"))

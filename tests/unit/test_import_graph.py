@@ -132,7 +132,8 @@ def test_ldae_has_no_import_circle():
 LAYERS = [
     ("tables", ["ldae.errors", "ldae.choices", "ldae.paper", "ldae.weights", "ldae.utils", "ldae.models.registry",
                 "ldae.diffusion.predictions", "ldae.signals"]),
-    ("config", ["ldae.keys", "ldae.extras", "ldae.plugins", "ldae.plan", "ldae.config", "ldae.run_identity"]),
+    ("config", ["ldae.keys", "ldae.extras", "ldae.plugins", "ldae.plan", "ldae.config", "ldae.cli",
+                "ldae.run_identity"]),
     ("processes", ["ldae.distributed", "ldae.resume"]),
     ("data", ["ldae.data"]),
     ("tokenizers", ["ldae.tokenizers"]),

@@ -40,6 +40,21 @@ def test_shapes_and_seed_determinism(sampler, learn_sigma):
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
+def test_sample_dispatches_through_the_registry():
+    """gen.sampler's names are the registry's (what validate allows), and `sample` runs the entry's sampler."""
+    from ldae.choices import SAMPLERS
+
+    den = _den(_model())
+    assert list(SAMPLERS) == ["ddpm", "ddim"]
+    got = sample(den, "ddim", SHAPE, steps=None, eta=0.5, seed=3)
+    want = ddim_sample(den, SHAPE, 50, 0.5, None, torch.Generator().manual_seed(3))  # DiT's 50 steps by default
+    assert torch.equal(got, want)
+    got = sample(den, "ddpm", SHAPE, steps=4, eta=0.5, seed=3)
+    assert torch.equal(got, ddpm_sample(den, SHAPE, 4, None, torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="unknown sampler 'euler'; allowed: ddpm, ddim"):
+        sample(den, "euler", SHAPE)
+
+
 def test_ddim_eta0_is_deterministic_given_the_start():
     den = _den(_model())
     z = torch.randn(SHAPE)

@@ -70,3 +70,27 @@ def test_corrupt_formula():
 def test_unknown_schedule_message():
     with pytest.raises(ValueError, match="unknown schedule 'nope'; allowed: ddpm_linear"):
         build_schedule("nope")
+
+
+def test_the_registry_is_the_dispatch(monkeypatch):
+    """A schedule is its function and one registry entry: the config check and build_schedule read the same table,
+    and every built-in has its conf/schedule option."""
+    from pathlib import Path
+
+    from ldae import choices
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "schedule"
+    assert set(SCHEDULES) <= {p.stem for p in conf.glob("*.yaml")}
+    monkeypatch.setitem(choices.SCHEDULES, "flat_half", f"{__name__}:_flat_half")
+    s = build_schedule("flat_half", 4)
+    assert torch.equal(s.gamma, torch.tensor([1.0, 0.5, 0.5, 0.5, 0.5])) and s.name == "flat_half"
+    with pytest.raises(ValueError, match="unknown schedule 'nope'; allowed: ddpm_linear, cosine, .*, flat_half"):
+        build_schedule("nope", 4)
+
+
+def _flat_half(num_steps: int):
+    from ldae.diffusion.schedules import NoiseSchedule
+
+    gamma = torch.full((num_steps + 1,), 0.5)
+    gamma[0] = 1.0
+    return NoiseSchedule(gamma, (1 - gamma**2).sqrt(), "flat_half")

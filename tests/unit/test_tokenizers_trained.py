@@ -122,7 +122,7 @@ def test_sd_vae_folder_loads_as_vqgan(tmp_path, no_network):
         want = ref.decode(ref.encode(x).latent_dist.mean).sample
         got = tok.decode(tok.encode(x))
     assert torch.allclose(got, want, atol=1e-5)
-    from ldae.config import compose_config
+    from ldae.cli import compose_config
 
     cfg = compose_config(["experiment=ldae", "scale=smoke", "tokenizer=vqgan", f"tokenizer.pretrained_path={tmp_path / 'sd-vae'}",
                           "tokenizer.latent_units=absolute", "tokenizer.latent_dim=8"])
