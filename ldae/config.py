@@ -28,7 +28,7 @@ def validate(cfg: DictConfig) -> None:
     """Check the values a run depends on before it starts; raise ConfigError naming the first bad one."""
     from ldae import keys
     from ldae.choices import (CROPS, DATASETS, GUIDANCE_CHANNELS, INPUTS, LAMBDAS, NONFINITE_ACTIONS, RESUME_MODES,
-                              SAMPLERS, SCHEDULES, TOKENIZERS, check, fashion_mnist_files)
+                              SAMPLERS, SCHEDULES, TOKENIZERS, check)
     from ldae.diffusion.predictions import PREDICTION, names
     from ldae.extras import check_config_extras
     from ldae.models.registry import lookup
