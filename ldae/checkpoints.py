@@ -17,7 +17,8 @@ from ldae.lit.pretrain import PretrainModule
 
 
 def load_checkpoint_config(ckpt_path: str) -> tuple[dict, dict]:
-    """(the checkpoint, its stored run config as plain data) of a checkpoint written by ldae-train."""
+    """(the checkpoint, its stored run config as plain data, upgraded to today's keys) of a checkpoint written by
+    ldae-train."""
     if not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a checkpoint written by ldae-train "
                           f"(RUN_DIR/checkpoints/last.ckpt)")
@@ -35,7 +36,7 @@ def load_checkpoint_config(ckpt_path: str) -> tuple[dict, dict]:
         hint = (" It is an official DiT checkpoint: add official=dit official.vae_path=/path/sd-vae and probe_data=..."
                 if official_state_dict(ckpt) is not None else "")
         raise ConfigError(f"ckpt_path={ckpt_path} holds no ldae config: was it written by ldae-train?{hint}")
-    return ckpt, config
+    return ckpt, upgrade_stored_config(config)
 
 
 def official_state_dict(ckpt: dict) -> dict | None:
@@ -100,28 +101,56 @@ def load_official(module, ckpt: dict, latent_scale: float) -> None:
     tok.fitted.fill_(True)
 
 
-# Probe keys added after some checkpoints were written, with the values that reproduce what those runs did
-# (their base_lr was used as given, their augmentation cropped at scale 0.2).
-PROBE_KEYS_ADDED = {"name": "linear", "pool": "avg", "lr_source": "custom",
-                    "lr_presets": {"mae": 0.1, "paper_printed": 1.0e-4}, "disk_cache": True, "crop_min_scale": 0.2,
-                    "t_offset": 0}
+# The one upgrade of a stored run config: keys that checkpoints written by older versions lack, each with the
+# value that reproduces what those runs did (not today's YAML default). "node.key" is filled in only inside a node
+# the checkpoint has; a top-level key whenever it is absent. A present key is never changed.
+STORED_CONFIG_UPGRADES = {
+    "probe.name": "linear",              # before the kNN and fine-tune protocols every probe was linear
+    "probe.pool": "avg",                 # before the pooling choice features were average-pooled
+    "probe.lr_source": "custom",         # before the lr presets probe.base_lr was used as given
+    "probe.lr_presets": {"mae": 0.1, "paper_printed": 1.0e-4},  # the presets as added (unused with custom)
+    "probe.disk_cache": True,            # features always went to the disk cache
+    "probe.crop_min_scale": 0.2,         # their augmentation cropped at area 0.2 (today's recipes: 0.08)
+    "probe.t_offset": 0,                 # before official DiT checkpoints the backbone read t itself
+    "target.output_basis": "pixels",     # before the output basis every output was in pixels
+    "online_probe": {"enabled": False, "t": 10, "lr": 1.0e-3},  # before the online probe: none ran
+    "probe_data": None,                  # before probe_data the probe read the pretraining data
+    "data.labels": True,                 # before unlabelled image folders every dataset had labels
+    "gen.guidance_channels": "all",      # before the DiT-style choice guidance covered every channel
+    # before the speed switches the step ran as these settings do: no compile, TF32, SDPA attention, foreach EMA
+    "speed": {"compile": False, "compile_mode": "default", "compile_backend": "inductor", "tf32": True,
+              "fused_attention": True, "fused_adamw": "auto", "ema_foreach": True,
+              "activation_checkpointing": False, "channels_last": False},
+}
+# The gradient-trained tokenizers' keys that came later, for a stored patch_ae / patch_vae / vqgan node only.
+TRAINED_TOKENIZER_UPGRADES = {
+    "weight_decay": 0.0, "disc_lr": None,  # AdamW without decay; the discriminator at the generator's lr
+    "accelerator": "auto", "precision": "32-true",  # the tokenizer trainer's own device choice, full precision
+    "kl_weight": 0.0,                    # patch_ae's node had none: an AE has no KL term
+    "perceptual": {"weight": 0.0}, "adversarial": {"weight": 0.0},  # patch_ae/vae's nodes had none: no such terms
+}
 
 
 def upgrade_stored_config(stored: dict) -> dict:
-    """A checkpoint's config with the probe keys it predates filled in (old checkpoints stay evaluable)."""
-    probe = stored.get("probe")
-    if isinstance(probe, dict):
-        stored = {**stored, "probe": {**PROBE_KEYS_ADDED, **probe}}
-    target = stored.get("target")
-    if isinstance(target, dict):  # target.output_basis came later; before it every output was in pixels
-        stored = {**stored, "target": {"output_basis": "pixels", **target}}
-    return {"online_probe": {"enabled": False, "t": 10, "lr": 1.0e-3}, "probe_data": None, **stored}
+    """A checkpoint's stored config with the keys it predates filled in (STORED_CONFIG_UPGRADES), so old
+    checkpoints stay evaluable. Every reader of a stored config goes through it (load_checkpoint_config)."""
+    out = dict(stored)
+    for key, value in STORED_CONFIG_UPGRADES.items():
+        node, _, leaf = key.rpartition(".")
+        if not node:
+            out.setdefault(key, value)
+        elif isinstance(out.get(node), dict) and leaf not in out[node]:
+            out[node] = {**out[node], leaf: value}
+    tok = out.get("tokenizer")
+    if isinstance(tok, dict) and tok.get("name") in ("patch_ae", "patch_vae", "vqgan"):
+        out["tokenizer"] = {**TRAINED_TOKENIZER_UPGRADES, **tok}
+    return out
 
 
 def module_from_checkpoint(ckpt_path: str):
     """(PretrainModule with the checkpoint's weights, its stored run config upgraded to today's keys)."""
     ckpt, stored = load_checkpoint_config(ckpt_path)
-    cfg = OmegaConf.create(upgrade_stored_config(stored))
+    cfg = OmegaConf.create(stored)
     module = PretrainModule.from_config(cfg)
     module.load_state_dict(ckpt["state_dict"])
     return module, cfg

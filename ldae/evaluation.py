@@ -20,8 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-from ldae.checkpoints import (load_checkpoint_config, load_official, load_official_checkpoint, official_run_config,
-                              upgrade_stored_config)
+from ldae.checkpoints import load_checkpoint_config, load_official, load_official_checkpoint, official_run_config
 from ldae.config import validate
 from ldae.data import LDAEDataModule, build_dataset, data_fingerprint
 from ldae.data.datasets import warn_bad_images
@@ -61,7 +60,7 @@ def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
         dm = None  # the loader's sets are the pretraining data's
     if pr.augment:
         aug = OmegaConf.merge(data, {"crop": "random_resized", "hflip": True})
-        train = build_dataset(aug, "train", min_scale=float(pr.get("crop_min_scale", 0.2)))
+        train = build_dataset(aug, "train", min_scale=float(pr.crop_min_scale))
     elif dm is not None and data.crop == "center" and not data.hflip:
         train = dm.train_set
     else:
@@ -81,7 +80,7 @@ def encoder_features(cfg: DictConfig, module: PretrainModule, backbone=None) -> 
     return EncoderFeatures(backbone if backbone is not None else module.encoder(pr.use_ema), module.tokenizer,
                            module.objective, module.schedule, t=pr.t, noisy=pr.noisy,
                            clean_input=pr.clean_input, block=pr.block, seed=int(cfg.seed), pool=pr.pool,
-                           t_offset=int(pr.get("t_offset", 0)))
+                           t_offset=int(pr.t_offset))
 
 
 def probe_features(cfg: DictConfig, extractor, train_set, val_set, tag: str):
@@ -89,7 +88,7 @@ def probe_features(cfg: DictConfig, extractor, train_set, val_set, tag: str):
 
     Returns (train_f, train_y, val_f, val_y, info) with info: per split, whether the cache hit, and the time."""
     pr, pdata = cfg.probe, probe_data_config(cfg)
-    cache_dir = feature_cache_dir(cfg) if pr.get("disk_cache", True) else None
+    cache_dir = feature_cache_dir(cfg) if pr.disk_cache else None
     ident = extractor.identity()
     data = {**data_fingerprint(pdata), "num_val": pdata.get("num_val")}  # the probe's images, not pretraining's
     out, info = [], {}
@@ -243,7 +242,7 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
     pr = cfg.probe
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     backbone = module.encoder(pr.use_ema)
-    sd, kwargs = fold_encoder(backbone, int(pr.t) + int(pr.get("t_offset", 0)), pr.block)  # the step it is conditioned on
+    sd, kwargs = fold_encoder(backbone, int(pr.t) + int(pr.t_offset), pr.block)  # the step it is conditioned on
     vit = build_vit(kwargs, num_classes=int(probe_data_config(cfg).num_classes), drop_path_rate=float(pr.drop_path))
     missing, unexpected = vit.load_state_dict(sd, strict=False)
     assert set(missing) == {"head.weight", "head.bias"} and not unexpected, (missing, unexpected)
@@ -298,10 +297,10 @@ def run_protocol(cfg: DictConfig, module, out: Path, baselines: bool) -> dict:
 
 
 def probe_config(stored: dict, cli: DictConfig, probe_keys: Iterable[str] = ()) -> DictConfig:
-    """The run config that evaluates a checkpoint: its stored config (upgraded to today's keys) with the command
-    line's values (`cli`, an `eval` config) of `probe_keys` -- `probe` for a recipe chosen whole (probe=NAME), or
-    single `probe.KEY`s over the stored recipe -- its probe_data when given, and its logger. Struct, not validated."""
-    run_cfg = OmegaConf.create(upgrade_stored_config(stored))
+    """The run config that evaluates a checkpoint: its stored config (upgraded by load_checkpoint_config) with the
+    command line's values (`cli`, an `eval` config) of `probe_keys` -- `probe` for a recipe chosen whole (probe=NAME),
+    or single `probe.KEY`s over the stored recipe -- its probe_data when given, and its logger. Struct, not validated."""
+    run_cfg = OmegaConf.create(stored)
     for key in probe_keys:
         OmegaConf.update(run_cfg, key, OmegaConf.select(cli, key), merge=False)
     if cli.get("probe_data") is not None:  # another labelled set than the run's (read at its input size)

@@ -28,8 +28,8 @@ def denoiser_for(module, gen_cfg) -> Denoiser:
     net = module.encoder(use_ema=True)
     net.eval()
     return Denoiser(net, module.objective, module.schedule, module.tokenizer,
-                    guidance_scale=float(gen_cfg.guidance_scale), t_offset=int(gen_cfg.get("t_offset", 0)),
-                    guidance_channels=str(gen_cfg.get("guidance_channels", "all")))
+                    guidance_scale=float(gen_cfg.guidance_scale), t_offset=int(gen_cfg.t_offset),
+                    guidance_channels=str(gen_cfg.guidance_channels))
 
 
 @torch.no_grad()
@@ -38,7 +38,7 @@ def generate_images(module, gen_cfg, n: int, seed: int = 0, labels: torch.Tensor
     given; an unconditional one (or labels=None with gen.conditional false) feeds the null class."""
     den = denoiser_for(module, gen_cfg)
     device = next(den.model.parameters()).device
-    if labels is None and module.class_cond and gen_cfg.get("conditional", True):
+    if labels is None and module.class_cond and gen_cfg.conditional:
         g = torch.Generator().manual_seed(int(seed) + 1)
         labels = torch.randint(0, int(module.cfg.data.num_classes), (n,), generator=g)
     y = labels.to(device) if labels is not None and module.class_cond else None
@@ -136,4 +136,4 @@ def generation_stage(cfg, module, real_set, out: Path, loggers=(), step: int = 0
     log.info("generation: %s, FID = %s", out / "samples.png", score)
     return {"gen_fid": score, "gen_samples": str(out / "samples.png"), "gen_sampler": g.sampler,
             "gen_steps": g.steps, "gen_guidance_scale": float(g.guidance_scale),
-            "gen_guidance_channels": str(g.get("guidance_channels", "all")), "gen_wall_s": time.time() - t0}
+            "gen_guidance_channels": str(g.guidance_channels), "gen_wall_s": time.time() - t0}

@@ -138,6 +138,8 @@ TRAIN: dict[str, Key] = {
     "tokenizer.cache": Bool(), "tokenizer.latent_cache": Bool(), "tokenizer.dit_patch": Int(lo=1),
     "tokenizer.kl_weight": Float(lo=0), "tokenizer.betas": List("float", lo=0, hi=1, size=2),
     "tokenizer.lr": Float(gt=0), "tokenizer.train_batch_size": Int(lo=1), "tokenizer.train_steps": Int(lo=0),
+    "tokenizer.weight_decay": Float(lo=0), "tokenizer.disc_lr": Float(gt=0, null=True),
+    "tokenizer.accelerator": Str(), "tokenizer.precision": Str(),
     "tokenizer.block_channels": List("int", lo=1), "tokenizer.layers_per_block": Int(lo=1),
     "tokenizer.norm_groups": Int(lo=1), "tokenizer.norm_batches": Int(lo=1), "tokenizer.mid_attention": Bool(),
     "tokenizer.normalize": Str(rule=True), "tokenizer.posterior": Str(rule=True),

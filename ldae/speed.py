@@ -9,19 +9,12 @@ import torch
 from torch import nn
 
 
-# The switches a run may leave out (older configs, checkpoints saved before speed existed).
-DEFAULTS = {"compile": False, "compile_mode": "default", "compile_backend": "inductor", "tf32": True,
-            "fused_attention": True, "fused_adamw": "auto", "ema_foreach": True,
-            "activation_checkpointing": False, "channels_last": False}
-
-
 def speed_of(cfg) -> dict:
-    """The run's speed block with defaults filled in (plain dict)."""
+    """The run's speed block (conf/speed/default.yaml; a checkpoint's older config gets it from
+    ldae.checkpoints.upgrade_stored_config) as a plain dict."""
     from omegaconf import OmegaConf
 
-    block = cfg.get("speed") if cfg is not None else None
-    given = OmegaConf.to_container(block, resolve=True) if OmegaConf.is_config(block) else dict(block or {})
-    return {**DEFAULTS, **given}
+    return OmegaConf.to_container(cfg.speed, resolve=True) if OmegaConf.is_config(cfg.speed) else dict(cfg.speed)
 
 
 def set_tf32(enabled: bool) -> None:

@@ -3,6 +3,7 @@ the probe that follows is ldae.evaluation."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from ldae.generation import generation_stage
 from ldae.lit.csv_metrics import AppendingCSVLogger as CSVLogger  # a resumed run keeps its curves
 from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep, LastCheckpoint
 from ldae.lit.online_probe import OnlineProbe
+from ldae.lit.tokenizer import fit_trainable
 from ldae.pictures import DenoisingPanels, panel_images, tokenizer_pictures
 from ldae.runtime import loggers_for, stage_device
 from ldae.signals import StopAtStepEnd
@@ -48,8 +50,9 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARN
 def fit_tokenizer(cfg: DictConfig, train_set, out: Path | None = None) -> tuple[Tokenizer, dict]:
     """Build the tokenizer and fit/train it on the clean training images (or load its cached artifact)."""
     tokenizer = build_tokenizer(cfg.tokenizer)
-    limit = cfg.tokenizer.get("fit_images")
-    fit_seed = int(cfg.tokenizer.seed) if tokenizer.needs_fit else 0  # (tokenizer=none fits nothing: no seed)
+    # (tokenizer=none fits nothing: no seed, no image budget)
+    limit = cfg.tokenizer.fit_images if tokenizer.needs_fit else None
+    fit_seed = int(cfg.tokenizer.seed) if tokenizer.needs_fit else 0
     subset = random_subset(train_set, limit, fit_seed)  # a seeded sample of the whole set, never a prefix
     workers = int(cfg.data.num_workers)
 
@@ -64,9 +67,11 @@ def fit_tokenizer(cfg: DictConfig, train_set, out: Path | None = None) -> tuple[
             return ImageBatches(DataLoader(subset, batch_size=256, shuffle=False, num_workers=workers), len(subset))
 
     fp = {**data_fingerprint(cfg.data), "fit_images": limit, "fit_sample": {"kind": "seeded_random", "seed": fit_seed}}
-    logger = CSVLogger(str(out), name="csv", version="tokenizer") if out is not None else None
-    record = fit_or_load(tokenizer, batches, fp, cfg.paths.cache_dir if cfg.tokenizer.get("cache") else None,
-                         logger=logger)
+    fit = None  # tokenizer.fit
+    if isinstance(tokenizer, TrainableTokenizer):  # gradient training, its curves in the run's CSV
+        logger = CSVLogger(str(out), name="csv", version="tokenizer") if out is not None else None
+        fit = functools.partial(fit_trainable, logger=logger)
+    record = fit_or_load(tokenizer, batches, fp, cfg.paths.cache_dir if cfg.tokenizer.cache else None, fit=fit)
     return tokenizer, record
 
 

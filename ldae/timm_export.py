@@ -84,7 +84,7 @@ def export_checkpoint(ckpt_path: str, t: int, out: str | Path, block: int | None
     module, config = _load_module(ckpt_path)
     backbone = module.encoder(use_ema)
     sd, kwargs = fold_encoder(backbone, t, block)
-    clean_input = (config.get("probe") or {}).get("clean_input", "projected")
+    clean_input = config["probe"]["clean_input"]
     if input == "image":
         w, b = fold_input(module, clean_input)
         sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"] = w, b
@@ -112,7 +112,7 @@ def write_timm_folder(sd: dict, kwargs: dict, out: Path, record: dict, config: d
     # Images in [-1, 1] are timm's [0, 1] normalised by mean = std = 0.5; a latent map is read as it is.
     norm = (0.5, 0.5, 0.5) if image_input else (0.0,) * kwargs["in_chans"]
     std = (0.5, 0.5, 0.5) if image_input else (1.0,) * kwargs["in_chans"]
-    crop = config.get("data", {}).get("crop", "center")
+    crop = config["data"]["crop"]
     data_cfg = {"mean": norm, "std": std, "crop_pct": 1.0, "interpolation": "bicubic",
                 "input_size": (kwargs["in_chans"], kwargs["img_size"], kwargs["img_size"])}
     tag = f"ldae-{record['experiment']}-t{record['t']}"

@@ -259,7 +259,7 @@ def build_dataset(cfg, split: str, augment: bool = True, min_scale: float = 0.2)
         return ConvertedDataset(inner, size, limit, train_transform(size, crop, hflip, min_scale),
                                 seed=int(cfg.get("seed") or 0))
     if name == "imagefolder":
-        return ImageFolderDataset(cfg.root, split, size, crop, hflip, limit, labels=cfg.get("labels", True),
+        return ImageFolderDataset(cfg.root, split, size, crop, hflip, limit, labels=cfg.labels,
                                   min_scale=min_scale)
     if name == "shapes":
         from ldae.data.shapes import make_shapes

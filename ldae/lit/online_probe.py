@@ -34,7 +34,7 @@ class OnlineProbe(Callback):
     def from_config(cls, cfg, module) -> "OnlineProbe":
         op = cfg.online_probe
         return cls(module.backbone.hidden_size, int(cfg.data.num_classes), int(op.t), float(op.lr),
-                   cfg.probe.get("clean_input", "projected"))
+                   cfg.probe.clean_input)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.head.to(pl_module.device)

@@ -1,5 +1,6 @@
 """Training a tokenizer with Lightning manual optimisation: the autoencoder (generator) and, when the
-adversarial weight is non-zero, the PatchGAN discriminator, each with its own optimizer.
+adversarial weight is non-zero, the PatchGAN discriminator, each with its own optimizer. `fit_trainable` is the
+whole fit of a gradient-trained tokenizer (ldae.tokenizers.trainable), called by the fit stage.
 
 Metrics: `tokenizer/<term>` for every term the loss returns (a term at weight 0 is absent).
 """
@@ -7,14 +8,15 @@ Metrics: `tokenizer/<term>` for every term the loss returns (a term at weight 0 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import pytorch_lightning as pl
 import torch
 
 
 class TokenizerTrainModule(pl.LightningModule):
-    def __init__(self, tokenizer, steps: int, lr: float, betas=(0.5, 0.9), disc_lr: float | None = None,
-                 weight_decay: float = 0.0):
+    def __init__(self, tokenizer, steps: int, lr: float, betas, disc_lr: float | None, weight_decay: float):
+        """disc_lr: the discriminator's lr (null: lr)."""
         super().__init__()
         self.automatic_optimization = False
         self.tok = tokenizer
@@ -60,13 +62,13 @@ class TokenizerTrainModule(pl.LightningModule):
 def train_tokenizer(tokenizer, loader, steps: int, logger=None) -> list[dict]:
     """Train `tokenizer` for `steps` optimizer steps over `loader` (re-iterated as needed); returns the per-step terms."""
     tc = tokenizer.train_cfg
-    module = TokenizerTrainModule(tokenizer, steps, lr=tc.get("lr", 1e-4), betas=tc.get("betas", (0.5, 0.9)),
-                                  disc_lr=tc.get("disc_lr"), weight_decay=tc.get("weight_decay", 0.0))
+    module = TokenizerTrainModule(tokenizer, steps, lr=tc["lr"], betas=tc["betas"], disc_lr=tc["disc_lr"],
+                                  weight_decay=tc["weight_decay"])
     per_epoch = max(1, len(loader)) if hasattr(loader, "__len__") else steps
-    trainer = pl.Trainer(max_epochs=math.ceil(steps / per_epoch), accelerator=tc.get("accelerator", "auto"), devices=1,
+    trainer = pl.Trainer(max_epochs=math.ceil(steps / per_epoch), accelerator=tc["accelerator"], devices=1,
                          logger=logger if logger is not None else False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         log_every_n_steps=max(1, min(50, steps // 10)), precision=tc.get("precision", "32-true"))
+                         log_every_n_steps=max(1, min(50, steps // 10)), precision=tc["precision"])
     was = tokenizer.training
     tokenizer.train()
     trainer.fit(module, loader)
@@ -74,3 +76,18 @@ def train_tokenizer(tokenizer, loader, steps: int, logger=None) -> list[dict]:
     tokenizer.cpu()
     module.loss_fn = None  # the discriminator and LPIPS are not part of the artifact
     return module.history
+
+
+def fit_trainable(tokenizer, batches: Iterable, logger=None) -> dict:
+    """Fit a gradient-trained tokenizer on `batches` (a re-iterable loader of (x, ...) or x): its preparation
+    (e.g. public weights, which set the step budget to 0), `train_cfg["steps"]` optimizer steps, then the latent
+    normalisation measured on data. `logger` takes the training curves. Returns the fit statistics."""
+    stats = tokenizer.prepare()
+    steps = int(tokenizer.train_cfg["steps"])
+    if steps > 0:
+        tokenizer.history = train_tokenizer(tokenizer, batches, steps, logger=logger)
+        stats.update(train_steps=len(tokenizer.history), loss_first=tokenizer.history[0]["total"],
+                     loss_last=tokenizer.history[-1]["total"], loss_terms=sorted(tokenizer.history[-1]))
+    stats.update(tokenizer.measure_norm(batches))
+    tokenizer.fitted.fill_(True)
+    return stats

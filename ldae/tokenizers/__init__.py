@@ -24,6 +24,18 @@ log = logging.getLogger(__name__)
 
 from ldae.choices import TOKENIZERS
 
+# How a trained tokenizer's node (conf/tokenizer/patch_ae.yaml, vqgan.yaml) maps onto its constructor: every key
+# is required, and tests/test_constructors.py checks that the shipped nodes hold exactly these and STAGE_KEYS.
+TRAIN_KEYS = {"train_steps": "steps", "lr": "lr", "betas": "betas", "disc_lr": "disc_lr",
+              "weight_decay": "weight_decay", "seed": "seed", "accelerator": "accelerator",
+              "precision": "precision"}  # node key -> key of the `train` dict (ldae.lit.tokenizer reads it)
+LOSS_KEYS = {"recon_loss": "recon", "kl_weight": "kl_weight", "perceptual": "perceptual",
+             "adversarial": "adversarial"}  # node key -> AutoencoderLoss argument
+CONV_VAE_KEYS = ("dit_patch", "block_channels", "layers_per_block", "norm_groups", "mid_attention", "pretrained_path")
+# Keys of a tokenizer node that the stages and the run plan read, not its constructor (ldae.stages, ldae.plan);
+# the constructor's latent_dim is the plan's effective d, worked out from latent_dim and latent_units.
+STAGE_KEYS = ("name", "latent_dim", "latent_units", "fit_images", "cache", "latent_cache", "train_batch_size", "seed")
+
 
 def build_tokenizer(cfg) -> Tokenizer:
     """cfg: the `tokenizer` config node; one with `_target_` is a user's tokenizer (ldae.plugins)."""
@@ -40,19 +52,16 @@ def build_tokenizer(cfg) -> Tokenizer:
         from omegaconf import OmegaConf
 
         spec = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-        common = dict(train=_train_cfg(spec), loss=_loss_cfg(spec), normalize=spec.get("normalize", "scale"),
-                      posterior=spec.get("posterior", "sample"), norm_batches=spec.get("norm_batches", 8), spec=spec)
+        common = dict(train={k: spec[key] for key, k in TRAIN_KEYS.items()},
+                      loss={k: spec[key] for key, k in LOSS_KEYS.items()}, normalize=spec["normalize"],
+                      posterior=spec["posterior"], norm_batches=spec["norm_batches"], spec=spec)
         if cfg.name == "patch_ae":
             return PatchAE(cfg.patch_size, resolve_latent_dim(cfg), **common)
         if cfg.name == "patch_vae":
             return PatchVAE(cfg.patch_size, resolve_latent_dim(cfg), **common)
         from ldae.tokenizers.vqgan import ConvVAE
 
-        return ConvVAE(cfg.patch_size, resolve_latent_dim(cfg), dit_patch=spec.get("dit_patch", 2),
-                       block_channels=spec.get("block_channels", (128, 256, 512, 512)),
-                       layers_per_block=spec.get("layers_per_block", 2), norm_groups=spec.get("norm_groups", 32),
-                       mid_attention=spec.get("mid_attention", True), pretrained_path=spec.get("pretrained_path"),
-                       **common)
+        return ConvVAE(cfg.patch_size, resolve_latent_dim(cfg), **{k: spec[k] for k in CONV_VAE_KEYS}, **common)
     raise ValueError(f"unknown tokenizer '{cfg.name}'; allowed: {', '.join(TOKENIZERS)}")
 
 
@@ -73,17 +82,6 @@ def build_plugin_tokenizer(cfg) -> Tokenizer:
     return PluginTokenizer(obj, str(cfg.name), int(cfg.patch_size), ident)
 
 
-def _train_cfg(spec: dict) -> dict:
-    keys = ("steps", "batch_size", "lr", "betas", "disc_lr", "weight_decay", "seed", "accelerator", "precision")
-    return {k: spec[f"train_{k}"] if f"train_{k}" in spec else spec.get(k) for k in keys
-            if f"train_{k}" in spec or k in spec}
-
-
-def _loss_cfg(spec: dict) -> dict:
-    return {"recon": spec.get("recon_loss", "l2"), "kl_weight": spec.get("kl_weight", 0.0),
-            "perceptual": spec.get("perceptual"), "adversarial": spec.get("adversarial")}
-
-
 def _wait_for(path: Path, timeout_s: float, poll_s: float = 2.0) -> float:
     return wait_for_file(path, timeout_s, poll_s, what=f"rank 0's tokenizer artifact {path}")
 
@@ -99,9 +97,12 @@ def artifact_key(tokenizer: Tokenizer, data_fingerprint: dict) -> str:
 
 
 def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tensor]], data_fingerprint: dict,
-                cache_dir: str | None, logger=None, timeout_s: float = 7 * 24 * 3600,
-                rank: int | None = None) -> dict:
+                cache_dir: str | None, fit: Callable[[Tokenizer, Iterable], dict] | None = None,
+                timeout_s: float = 7 * 24 * 3600, rank: int | None = None) -> dict:
     """Fit `tokenizer` on `batches()`, or load the artifact a previous run left in `cache_dir`.
+
+    fit(tokenizer, batches) -> stats does the fitting: `tokenizer.fit` when None. A gradient-trained tokenizer
+    needs a trainer, which its stage passes (ldae.stages.fit_tokenizer), so this layer never imports one.
 
     Returns a small record (key, path, whether it was cached, fit statistics) for results.json.
     """
@@ -118,8 +119,6 @@ def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tenso
         # A corrupt artifact heals: rank 0 moves it aside and refits; the other ranks wait for the new one.
         if rank == 0 and why is not None:
             move_aside(path, why, log, what="tokenizer artifact")
-    if isinstance(tokenizer, TrainableTokenizer):
-        tokenizer.train_logger = logger
     if rank > 0 and path is not None:
         # Several processes (torchrun, SLURM): rank 0 fits, the others wait for its artifact and load it,
         # so every rank holds the same tokenizer and none trains a private copy.
@@ -134,9 +133,7 @@ def fit_or_load(tokenizer: Tokenizer, batches: Callable[[], Iterable[torch.Tenso
             time.sleep(2.0)
         log.info("rank %d: tokenizer %s loaded from %s after %.0f s", rank, tokenizer.name, path, time.time() - t0)
         return {"name": tokenizer.name, "key": key, "path": str(path), "cached": True, **blob["stats"]}
-    stats = tokenizer.fit(batches())
-    if isinstance(tokenizer, TrainableTokenizer):
-        tokenizer.train_logger = None  # the module travels into pretraining (and DDP pickling) without it
+    stats = fit(tokenizer, batches()) if fit is not None else tokenizer.fit(batches())
     if path is not None:
         atomic_torch_save(path, {"state_dict": tokenizer.state_dict(), "stats": stats,
                                  "fingerprint": tokenizer.fingerprint(), "data": data_fingerprint})

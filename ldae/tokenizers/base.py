@@ -5,8 +5,8 @@ decode(z): latent map -> image
 latent_dim: the per-token d actually used (the paper's d scaled to this patch size, ldae.plan.resolve_latent_dim)
 basis(): the full orthonormal (D, D) basis of patch space, columns sorted by variance, when the tokenizer
     has one (PCA, pixels); the l-DAE loss weights per component need it. None otherwise.
-fit(batches): learn from data (PCA: eigendecomposition; AE/VAE/conv VAE: gradient training, then the latent
-    normalisation measured on data); a no-op for tokenizers with nothing to learn.
+fit(batches): learn from data (PCA: eigendecomposition); a no-op for tokenizers with nothing to learn. The
+    gradient-trained ones (AE/VAE/conv VAE) need a trainer: ldae.lit.tokenizer.fit_trainable fits them.
 latent_channels, latent_patch: the layout of the latent map the backbone patchifies. Patch tokenizers give
     (B, d, H/p, W/p) read with DiT patch 1; the conv VAE gives (B, C, H/s, W/s) read with DiT patch 2, so
     d = C x 2 x 2 per token and the token grid is the same (stride x DiT patch = p).

@@ -24,7 +24,7 @@ class PatchAE(TrainableTokenizer):
         D = self.patch_dim
         if not 1 <= latent_dim <= D:
             raise ValueError(f"tokenizer latent_dim={latent_dim} must be in 1..{D} (the patch dimension)")
-        g = torch.Generator().manual_seed(int(self.train_cfg.get("seed", 0)))
+        g = torch.Generator().manual_seed(int(self.train_cfg["seed"]))
         self.enc = nn.Linear(D, latent_dim)  # V
         self.dec = nn.Linear(latent_dim, D)  # U^T
         # Start near a random orthonormal pair (V = Q^T, U = Q): a well-conditioned point for gradient descent.

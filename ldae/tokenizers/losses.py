@@ -129,24 +129,26 @@ def kl_per_value(mean: torch.Tensor, logvar: torch.Tensor, num_values: int) -> t
 
 
 class AutoencoderLoss(nn.Module):
-    def __init__(self, recon: str = "l1", kl_weight: float = 0.0, perceptual: dict | None = None,
-                 adversarial: dict | None = None):
+    def __init__(self, recon: str, kl_weight: float, perceptual: dict, adversarial: dict):
+        """perceptual: {weight, backbone_path, linear_path, random_backbone}; adversarial: {weight, start, channels,
+        layers}. A term at weight 0 is neither built nor computed, and needs no other key."""
         super().__init__()
         from ldae.choices import RECON_LOSSES, check
 
         check("tokenizer.recon_loss", recon, RECON_LOSSES)
         self.recon, self.kl_weight = recon, float(kl_weight)
-        p = dict(perceptual or {})
-        self.perceptual_weight = float(p.get("weight", 0.0))
+        p, a = perceptual, adversarial
+        self.perceptual_weight = float(p["weight"])
         self.lpips = None
         if self.perceptual_weight > 0:
-            self.lpips = LPIPS(p.get("backbone_path"), p.get("linear_path"), bool(p.get("random_backbone", False)))
+            self.lpips = LPIPS(p["backbone_path"], p["linear_path"], bool(p["random_backbone"]))
             if self.lpips.random_backbone:
                 log.warning("tokenizer: %s", RANDOM_BACKBONE_NOTE)
-        a = dict(adversarial or {})
-        self.adv_weight = float(a.get("weight", 0.0))
-        self.disc_start = int(a.get("start", 0))
-        self.disc = PatchDiscriminator(int(a.get("channels", 64)), int(a.get("layers", 3))) if self.adv_weight > 0 else None
+        self.adv_weight = float(a["weight"])
+        self.disc, self.disc_start = None, None
+        if self.adv_weight > 0:
+            self.disc_start = int(a["start"])
+            self.disc = PatchDiscriminator(int(a["channels"]), int(a["layers"]))
 
     @property
     def has_discriminator(self) -> bool:

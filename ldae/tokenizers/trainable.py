@@ -4,6 +4,8 @@ A subclass provides `posterior(x) -> (mean, logvar | None)` (raw latent maps), `
 and `last_layer()` (the decoder's last weight, for the adversarial term's adaptive weight).
 `encode` returns the normalised latent (`LatentNorm`, measured on data after training): a sample of the
 posterior while the module is in training mode and `posterior=sample`, its mean otherwise.
+Training needs a Lightning trainer, so it is not here: ldae.lit.tokenizer.fit_trainable runs `prepare`, the
+optimisation over `make_loss()` and `measure_norm`, and the fit stage calls it.
 """
 
 from __future__ import annotations
@@ -20,20 +22,18 @@ class TrainableTokenizer(Tokenizer):
     needs_fit = True
     variational = False
 
-    def __init__(self, patch_size: int, latent_dim: int, *, train: dict | None = None, loss: dict | None = None,
-                 normalize: str = "scale", posterior: str = "sample", norm_batches: int = 8,
-                 spec: dict | None = None, channels: int = 3):
+    def __init__(self, patch_size: int, latent_dim: int, *, train: dict, loss: dict, normalize: str, posterior: str,
+                 norm_batches: int, spec: dict, channels: int = 3):
         super().__init__(patch_size, latent_dim, channels)
         from ldae.choices import POSTERIORS, check
 
         check("tokenizer.posterior", posterior, POSTERIORS)
-        self.train_cfg = dict(train or {})
-        self.loss_cfg = dict(loss or {})
+        self.train_cfg = dict(train)
+        self.loss_cfg = dict(loss)
         self.posterior_mode, self.norm_batches = posterior, int(norm_batches)
-        self.spec = dict(spec or {})
+        self.spec = dict(spec)
         self.normalize = normalize
-        self.train_logger = None  # set by the caller: where the training curves go (a Lightning logger)
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # the loss terms of each training step (set by the trainer)
 
     def _init_norm(self) -> None:
         """Call at the end of a subclass constructor, once latent_channels is known."""
@@ -84,13 +84,13 @@ class TrainableTokenizer(Tokenizer):
         from ldae.tokenizers.losses import AutoencoderLoss
 
         c = self.loss_cfg
-        return AutoencoderLoss(recon=c.get("recon", "l2"), kl_weight=c.get("kl_weight", 0.0) if self.variational else 0.0,
-                               perceptual=c.get("perceptual"), adversarial=c.get("adversarial"))
+        return AutoencoderLoss(recon=c["recon"], kl_weight=c["kl_weight"] if self.variational else 0.0,
+                               perceptual=c["perceptual"], adversarial=c["adversarial"])
 
     def random_backbone(self) -> bool:
-        p = self.loss_cfg.get("perceptual") or {}
-        return float(p.get("weight", 0.0)) > 0 and bool(p.get("random_backbone")) and \
-            not p.get("backbone_path") and int(self.train_cfg.get("steps", 0)) > 0
+        p = self.loss_cfg["perceptual"]  # a term at weight 0 needs none of its other keys
+        return float(p["weight"]) > 0 and bool(p["random_backbone"]) and not p["backbone_path"] and \
+            int(self.train_cfg["steps"]) > 0
 
     def describe(self) -> dict:
         return {"perceptual_random_backbone": True} if self.random_backbone() else {}
@@ -101,18 +101,9 @@ class TrainableTokenizer(Tokenizer):
         return {}
 
     def fit(self, batches: Iterable) -> dict:
-        """Train on `batches` (a re-iterable loader of (x, ...) or x), then measure the latent normalisation."""
-        stats = self.prepare()
-        steps = int(self.train_cfg.get("steps", 0))
-        if steps > 0:
-            from ldae.lit.tokenizer import train_tokenizer
-
-            self.history = train_tokenizer(self, batches, steps, logger=self.train_logger)
-            stats.update(train_steps=len(self.history), loss_first=self.history[0]["total"],
-                         loss_last=self.history[-1]["total"], loss_terms=sorted(self.history[-1]))
-        stats.update(self.measure_norm(batches))
-        self.fitted.fill_(True)
-        return stats
+        # Tokenizer.fit would return {} and leave it unfitted: say who trains it instead.
+        raise TypeError(f"tokenizer {self.name} is trained by gradient descent: fit it with "
+                        f"ldae.lit.tokenizer.fit_trainable (the fit stage passes it to fit_or_load)")
 
     @torch.no_grad()
     def measure_norm(self, batches: Iterable) -> dict:

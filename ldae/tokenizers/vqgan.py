@@ -24,9 +24,8 @@ class ConvVAE(TrainableTokenizer):
     name = "vqgan"
     variational = True
 
-    def __init__(self, patch_size: int, latent_dim: int, dit_patch: int = 2, block_channels=(128, 256, 512, 512),
-                 layers_per_block: int = 2, norm_groups: int = 32, mid_attention: bool = True,
-                 pretrained_path: str | None = None, **kw):
+    def __init__(self, patch_size: int, latent_dim: int, *, dit_patch: int, block_channels, layers_per_block: int,
+                 norm_groups: int, mid_attention: bool, pretrained_path: str | None, **kw):
         stride, C = vqgan_geometry(patch_size, dit_patch, latent_dim)
         self.dit_patch, self.stride = dit_patch, stride
         self.pretrained_path = pretrained_path

@@ -147,7 +147,6 @@ LAYERS = [
 # Imports that still run up, each with what removes it (issue 16 item 7 is not done yet).
 KNOWN_UPWARD = {
     ("ldae.tokenizers.trainable", "ldae.diffusion.noise"): "keyed noise belongs in a bottom ops module",
-    ("ldae.tokenizers.trainable", "ldae.lit.tokenizer"): "the fit stage, not the tokenizer, should call its trainer",
 }
 
 

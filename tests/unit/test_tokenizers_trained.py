@@ -8,15 +8,20 @@ from helpers import smooth_images
 from omegaconf import OmegaConf
 
 from ldae.config import ConfigError, validate
+from ldae.lit.tokenizer import fit_trainable
 from ldae.tokenizers import PatchPCA, build_tokenizer
 from ldae.tokenizers.patch import unpatchify
 
+# The optimisation keys every trained tokenizer node holds, at conf/tokenizer/*.yaml's values.
+TRAIN = {"train_batch_size": 16, "weight_decay": 0.0, "disc_lr": None, "accelerator": "cpu", "precision": "32-true",
+         "norm_batches": 8, "seed": 0}
 TINY_VQGAN = {"name": "vqgan", "patch_size": 4, "dit_patch": 2, "latent_dim": 8, "latent_units": "absolute",
               "block_channels": [8, 16], "layers_per_block": 1, "norm_groups": 4, "mid_attention": True,
-              "recon_loss": "l1", "kl_weight": 1e-6, "normalize": "scale", "posterior": "sample",
-              "perceptual": {"weight": 1.0, "random_backbone": True},
+              "pretrained_path": None, "recon_loss": "l1", "kl_weight": 1e-6, "normalize": "scale",
+              "posterior": "sample",
+              "perceptual": {"weight": 1.0, "backbone_path": None, "linear_path": None, "random_backbone": True},
               "adversarial": {"weight": 0.5, "start": 4, "channels": 8, "layers": 1},
-              "train_steps": 12, "lr": 2e-3, "betas": [0.5, 0.9], "seed": 0, "accelerator": "cpu"}
+              "train_steps": 12, "lr": 2e-3, "betas": [0.5, 0.9], **TRAIN}
 
 
 def _loader(x, bs=16):
@@ -70,10 +75,10 @@ def test_pca_whitening_gives_unit_variance_per_component():
 def test_patch_autoencoders_train_and_normalise(name):
     cfg = {"name": name, "patch_size": 4, "latent_dim": 8, "latent_units": "absolute", "recon_loss": "l2",
            "kl_weight": 1e-6, "normalize": "scale", "posterior": "sample", "train_steps": 40, "lr": 3e-3,
-           "betas": [0.9, 0.999], "seed": 0, "accelerator": "cpu"}
+           "betas": [0.9, 0.999], "perceptual": {"weight": 0.0}, "adversarial": {"weight": 0.0}, **TRAIN}
     tok = build_tokenizer(OmegaConf.create(cfg))
     x = smooth_images(128)
-    stats = tok.fit(_loader(x))
+    stats = fit_trainable(tok, _loader(x))
     assert stats["loss_last"] < 0.5 * stats["loss_first"]
     assert ("kl" in stats["loss_terms"]) == (name == "patch_vae")
     assert "perceptual" not in stats["loss_terms"] and "adv_g" not in stats["loss_terms"]
@@ -88,7 +93,7 @@ def test_vqgan_trains_and_zero_weights_remove_terms(no_network):
     x = smooth_images(64)
     tok = build_tokenizer(OmegaConf.create(TINY_VQGAN))
     assert tok.latent_channels == 2 and tok.latent_dim == 8 and tok.stride == 2
-    stats = tok.fit(_loader(x))
+    stats = fit_trainable(tok, _loader(x))
     assert stats["loss_last"] < stats["loss_first"]
     hist = tok.history
     assert {"rec", "kl", "perceptual", "adv_g"} <= set(hist[-1]) and "disc" in hist[-1] and "disc" not in hist[0]
@@ -98,11 +103,11 @@ def test_vqgan_trains_and_zero_weights_remove_terms(no_network):
     # row 02: perceptual weight 0; row 03: adversarial weight 0 too -> the terms are absent
     cfg = {**TINY_VQGAN, "train_steps": 2, "perceptual": {"weight": 0.0}}
     tok2 = build_tokenizer(OmegaConf.create(cfg))
-    tok2.fit(_loader(x))
+    fit_trainable(tok2, _loader(x))
     assert "perceptual" not in tok2.history[-1] and "adv_g" in tok2.history[-1]
     cfg["adversarial"] = {"weight": 0.0}
     tok3 = build_tokenizer(OmegaConf.create(cfg))
-    tok3.fit(_loader(x))
+    fit_trainable(tok3, _loader(x))
     assert set(tok3.history[-1]) == {"rec", "kl", "total"} and tok3.describe() == {}
 
 
@@ -115,7 +120,7 @@ def test_sd_vae_folder_loads_as_vqgan(tmp_path, no_network):
     ref.save_pretrained(tmp_path / "sd-vae")
     tok = build_tokenizer(OmegaConf.create({**TINY_VQGAN, "pretrained_path": str(tmp_path / "sd-vae")}))
     x = smooth_images(32)
-    stats = tok.fit(_loader(x))
+    stats = fit_trainable(tok, _loader(x))
     assert stats["pretrained"] and "train_steps" not in stats  # public weights are used as they are
     tok.eval()
     with torch.no_grad():
