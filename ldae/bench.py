@@ -317,7 +317,7 @@ def loader_table(rows: list[dict], facts: dict) -> str:
 def bench_pca(patches: int = 1_000_000, image_size: int = 256, patch: int = 16, batch_images: int = 64,
               threads: int = 1, repeats: int = 2) -> dict:
     from ldae.tokenizers import PatchPCA
-    from ldae.tokenizers.patch import patchify
+    from ldae.ops.patch import patchify
 
     torch.set_num_threads(threads)
     per_image = (image_size // patch) ** 2

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ldae.choices import CLEAN_INPUTS, check, check_pool
-from ldae.diffusion.noise import STREAM_EPS, keyed_normal, sample_keys
+from ldae.ops.noise import STREAM_EPS, keyed_normal, sample_keys
 from ldae.utils.io import atomic_torch_save, load_problem, move_aside
 
 log = logging.getLogger("ldae")

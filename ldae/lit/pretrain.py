@@ -10,7 +10,7 @@ from timm.utils import ModelEmaV3
 from ldae.data.batch import LatentBatch
 from ldae.diffusion.objectives import Objective
 from ldae.diffusion.schedules import schedule_from_config
-from ldae.diffusion.noise import (STREAM_EPS, STREAM_FLIP, STREAM_POSTERIOR, STREAM_T, keyed_normal,  # noqa: F401
+from ldae.ops.noise import (STREAM_EPS, STREAM_FLIP, STREAM_POSTERIOR, STREAM_T, keyed_normal,  # noqa: F401
                                   keyed_uniform_int, sample_keys)
 from ldae.lit.checkpointing import rng_states, set_rng_states
 from ldae.lit.metrics import global_mean

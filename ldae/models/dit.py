@@ -19,7 +19,7 @@ from timm.layers import Attention, Mlp, PatchEmbed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ldae.tokenizers.patch import unpatchify
+from ldae.ops.patch import unpatchify
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ldae.tokenizers.patch import patchify, unpatchify
+from ldae.ops.patch import patchify, unpatchify
 
 class Tokenizer(nn.Module):
     name = "base"
@@ -55,7 +55,7 @@ class Tokenizer(nn.Module):
         raise NotImplementedError
 
     def encode_keyed(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """encode, with any randomness (a VAE's posterior sample) keyed per sample (ldae.diffusion.noise)."""
+        """encode, with any randomness (a VAE's posterior sample) keyed per sample (ldae.ops.noise)."""
         return self.encode(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ldae.tokenizers.base import Tokenizer
-from ldae.tokenizers.patch import map_to_tokens, tokens_to_map
+from ldae.ops.patch import map_to_tokens, tokens_to_map
 
 
 class Pixels(Tokenizer):

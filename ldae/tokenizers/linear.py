@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ldae.tokenizers.patch import map_to_tokens, tokens_to_map
+from ldae.ops.patch import map_to_tokens, tokens_to_map
 from ldae.tokenizers.trainable import TrainableTokenizer
 
 

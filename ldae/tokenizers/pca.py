@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ldae.tokenizers.base import Tokenizer
-from ldae.tokenizers.patch import map_to_tokens, tokens_to_map
+from ldae.ops.patch import map_to_tokens, tokens_to_map
 
 from ldae.choices import PCA_SCALINGS as SCALINGS
 from ldae.choices import check

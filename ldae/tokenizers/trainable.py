@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import torch
 
-from ldae.diffusion.noise import STREAM_POSTERIOR, keyed_normal
+from ldae.ops.noise import STREAM_POSTERIOR, keyed_normal
 from ldae.tokenizers.base import LatentNorm, Tokenizer
 
 

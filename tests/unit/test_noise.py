@@ -1,6 +1,6 @@
 import torch
 
-from ldae.diffusion.noise import keyed_normal, keyed_uniform_int, sample_keys
+from ldae.ops.noise import keyed_normal, keyed_uniform_int, sample_keys
 
 
 def test_noise_of_a_sample_does_not_depend_on_its_batch():

@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from ldae.plan import effective_latent_dim
 from ldae.tokenizers import PatchPCA, Pixels, build_tokenizer, fit_or_load
-from ldae.tokenizers.patch import patchify, unpatchify
+from ldae.ops.patch import patchify, unpatchify
 
 
 def test_patchify_roundtrip_and_order():

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from ldae.config import ConfigError, validate
 from ldae.lit.tokenizer import fit_trainable
 from ldae.tokenizers import PatchPCA, build_tokenizer
-from ldae.tokenizers.patch import unpatchify
+from ldae.ops.patch import unpatchify
 
 # The optimisation keys every trained tokenizer node holds, at conf/tokenizer/*.yaml's values.
 TRAIN = {"train_batch_size": 16, "weight_decay": 0.0, "disc_lr": None, "accelerator": "cpu", "precision": "32-true",
