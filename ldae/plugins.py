@@ -80,10 +80,7 @@ def check_class(node, group: str) -> None:
     """Before any work: the target imports and a class target has the methods of the interface."""
     obj = locate(node, group)
     if inspect.isclass(obj):
-        missing = [m for m in ON_CLASS[group] if not hasattr(obj, m)]
-        if missing:
-            raise ConfigError(f"{group}._target_={node.get('_target_')} is not {WHAT[group]}: it lacks "
-                              f"{', '.join(missing)}; a {group} plug-in needs {HINT[group]}")
+        _require_methods(obj, ON_CLASS[group], group, node.get('_target_'))
     if group == "data" and "split" not in _parameters(obj) and not _takes_kwargs(obj):
         raise ConfigError(f"data._target_={node.get('_target_')} takes no 'split' argument; a data plug-in is "
                           f"built once per split with split=train|val")
@@ -114,11 +111,16 @@ def instantiate(node, group: str, ldae_args: dict):
     except Exception as e:  # Hydra wraps the constructor's own error: show its first line
         raise ConfigError(f"{group}._target_={spec['target']} failed to build ({type(e.__cause__ or e).__name__}: "
                           f"{_first_line(e)})") from None
-    missing = [m for m in REQUIRED[group] if not hasattr(obj, m)]
-    if missing:
-        raise ConfigError(f"{group}._target_={spec['target']} is not {WHAT[group]}: it lacks {', '.join(missing)}; "
-                          f"a {group} plug-in needs {HINT[group]}")
+    _require_methods(obj, REQUIRED[group], group, spec["target"])
     return obj
+
+
+def _require_methods(obj, names, group: str, target) -> None:
+    """The class (before building) or the built object has the interface's names; else one line naming them."""
+    missing = [m for m in names if not hasattr(obj, m)]
+    if missing:
+        raise ConfigError(f"{group}._target_={target} is not {WHAT[group]}: it lacks {', '.join(missing)}; "
+                          f"a {group} plug-in needs {HINT[group]}")
 
 
 def build_backbone_plugin(node, ldae_args: dict):

@@ -29,6 +29,18 @@ def test_smoke_run_writes_the_run_folder(smoke_run):
     assert (out / "checkpoints" / "last.ckpt").exists()
 
 
+def test_results_table_sets_the_probe_beside_its_baselines_and_chance(smoke_run):
+    out, res = smoke_run
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
+            for line in (out / "results.md").read_text().splitlines() if line.startswith("| ") and "---" not in line}
+    for name, key in (("ldae (pretrained encoder)", "probe_top1"), ("raw pixels (baseline)", "baseline_pixels_top1"),
+                      ("random encoder, same architecture (baseline)", "baseline_random_top1")):
+        top1, minus_chance = rows[name]
+        assert float(top1) == pytest.approx(res[key], abs=0.005)
+        assert float(minus_chance.rstrip(" |")) == pytest.approx(res[key] - 10.0, abs=0.01)  # 10 classes
+    assert float(rows["chance (100 / 10 classes)"][0]) == 10.0
+
+
 def test_checkpoint_loads_with_weights_only_and_clean_keys(smoke_run):
     out, _ = smoke_run
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
