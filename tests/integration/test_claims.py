@@ -67,6 +67,17 @@ def test_judge_reads_runs_and_grid_points():
     assert v.verdict == INCONCLUSIVE and v.note.startswith("missing arms: half the epochs")
 
 
+def test_a_contradiction_carries_what_is_known_of_it():
+    by_id = {c.id: c for c in C.CLAIMS}
+    results = {"12_single_level": {0: {"probe_top1": 75.0}, 1: {"probe_top1": 76.0}},
+               "12": {0: {"probe_top1": 72.0}, 1: {"probe_top1": 73.0}}}
+    v = C.judge(by_id["10"], results, 1.0)  # multi-level 3 points below single level: against the paper
+    assert v.verdict == "contradicted" and v.note == by_id["10"].if_contradicted != ""
+    results["12"] = {0: {"probe_top1": 79.0}, 1: {"probe_top1": 80.0}}  # the paper's sign: no note
+    v = C.judge(by_id["10"], results, 1.0)
+    assert v.verdict == HOLDS and v.note == ""
+
+
 def test_every_claim_names_known_runs_and_compose():
     from ldae.config import validate
     from ldae.report.compose import compose_train
