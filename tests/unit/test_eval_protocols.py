@@ -209,11 +209,13 @@ def test_the_command_lines_probe_keys_go_over_the_stored_recipe(compose):
     probe_data and the logger from the command line."""
     from omegaconf import OmegaConf
 
+    from ldae.checkpoints import upgrade_stored_config
     from ldae.config import validate
     from ldae.evaluation import probe_config
     from ldae.probe import probe_keys
 
-    stored = OmegaConf.to_container(compose("probe.epochs=3", "probe.t=30"), resolve=True)
+    # as a checkpoint's reader hands it over (load_checkpoint_config): stored, then upgraded
+    stored = upgrade_stored_config(OmegaConf.to_container(compose("probe.epochs=3", "probe.t=30"), resolve=True))
 
     def run_cfg(*args):
         cli = compose("ckpt_path=x.ckpt", *args, config_name="eval")

@@ -75,11 +75,11 @@ def test_unknown_schedule_message():
 def test_the_registry_is_the_dispatch(monkeypatch):
     """A schedule is its function and one registry entry: the config check and build_schedule read the same table,
     and every built-in has its conf/schedule option."""
-    from pathlib import Path
+    from helpers import ROOT
 
     from ldae import choices
 
-    conf = Path(__file__).resolve().parent.parent / "conf" / "schedule"
+    conf = ROOT / "conf" / "schedule"
     assert set(SCHEDULES) <= {p.stem for p in conf.glob("*.yaml")}
     monkeypatch.setitem(choices.SCHEDULES, "flat_half", f"{__name__}:_flat_half")
     s = build_schedule("flat_half", 4)
