@@ -36,18 +36,18 @@ def test_ldae_runs_with_every_tokenizer(compose, tmp_path, cache_dir, name):
 
 
 def test_trained_tokenizer_is_reused_not_retrained(compose, tmp_path, cache_dir, monkeypatch):
-    from ldae.stages import fit_tokenizer
+    from ldae import stages
     from ldae.data import build_dataset
-    from ldae.tokenizers import TrainableTokenizer
+    from ldae.stages import fit_tokenizer
 
     calls = []
-    real_fit = TrainableTokenizer.fit
+    real_fit = stages.fit_trainable  # the fit stage trains a trainable tokenizer through it
 
-    def counting_fit(self, batches):
-        calls.append(self.name)
-        return real_fit(self, batches)
+    def counting_fit(tokenizer, batches, logger=None):
+        calls.append(tokenizer.name)
+        return real_fit(tokenizer, batches, logger=logger)
 
-    monkeypatch.setattr(TrainableTokenizer, "fit", counting_fit)
+    monkeypatch.setattr(stages, "fit_trainable", counting_fit)
     base = ["experiment=ldae", "scale=smoke", "tokenizer=patch_vae", f"paths.cache_dir={tmp_path}"]
     cfg = compose(*base)
     train = build_dataset(cfg.data, "train", augment=False)
@@ -64,16 +64,16 @@ def test_trained_tokenizer_is_reused_not_retrained(compose, tmp_path, cache_dir,
 
 def test_second_ldae_run_loads_the_vqgan_artifact(compose, tmp_path, cache_dir, monkeypatch):
     """Runs after the parametrized test above filled `cache_dir` with the vqgan artifact."""
-    from ldae.tokenizers import TrainableTokenizer
+    from ldae import stages
     from ldae.train import run
 
-    def no_training(self, batches):
+    def no_training(tokenizer, batches, logger=None):
         raise AssertionError("the tokenizer was trained again")
 
     cfg = compose("experiment=ldae", "scale=smoke", "tokenizer=vqgan", f"paths.cache_dir={cache_dir}", *FAST)
     if not list(cache_dir.glob("tokenizers/vqgan-*.pt")):
         run(cfg, tmp_path / "first")
-    monkeypatch.setattr(TrainableTokenizer, "fit", no_training)
+    monkeypatch.setattr(stages, "fit_trainable", no_training)
     res = run(cfg, tmp_path / "second")
     assert res["tokenizer"]["cached"] is True
 
