@@ -6,7 +6,6 @@ The stored config is plain data, loaded with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -14,14 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 from ldae.cli import compose_config
 from ldae.errors import ConfigError
 from ldae.lit.pretrain import PretrainModule
+from ldae.utils.io import require_checkpoint_file
 
 
 def load_checkpoint_config(ckpt_path: str) -> tuple[dict, dict]:
     """(the checkpoint, its stored run config as plain data, upgraded to today's keys) of a checkpoint written by
     ldae-train."""
-    if not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a checkpoint written by ldae-train "
-                          f"(RUN_DIR/checkpoints/last.ckpt)")
+    require_checkpoint_file(ckpt_path, "ldae")
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, random bytes, text, a pickle of foreign objects
@@ -50,8 +48,7 @@ def official_state_dict(ckpt: dict) -> dict | None:
 
 def load_official_checkpoint(ckpt_path: str) -> dict:
     """An official DiT checkpoint file (a state dict, or a DiT training checkpoint with its "ema" entry)."""
-    if not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give an official DiT checkpoint file")
+    require_checkpoint_file(ckpt_path, "official")
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -116,6 +113,7 @@ STORED_CONFIG_UPGRADES = {
     "online_probe": {"enabled": False, "t": 10, "lr": 1.0e-3},  # before the online probe: none ran
     "probe_data": None,                  # before probe_data the probe read the pretraining data
     "data.labels": True,                 # before unlabelled image folders every dataset had labels
+    "data.crop_min_scale": 0.2,          # before it was a key the pretraining crop kept area >= 0.2 (the same value)
     "gen.guidance_channels": "all",      # before the DiT-style choice guidance covered every channel
     # before the speed switches the step ran as these settings do: no compile, TF32, SDPA attention, foreach EMA
     "speed": {"compile": False, "compile_mode": "default", "compile_backend": "inductor", "tf32": True,

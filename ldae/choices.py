@@ -7,9 +7,25 @@ from pathlib import Path
 
 from ldae.errors import ConfigError
 
-DATASETS = ("shapes", "fashion_mnist", "cifar10", "imagefolder")
+# data.name -> the "module:function" that reads a split of it (ldae.data.build_dataset dispatches here): a new
+# dataset is its reader, its conf/data node and one line here.
+DATASETS = {
+    "shapes": "ldae.data.datasets:shapes_split",
+    "fashion_mnist": "ldae.data.datasets:fashion_mnist_split",
+    "cifar10": "ldae.data.datasets:cifar10_split",
+    "imagefolder": "ldae.data.datasets:imagefolder_split",
+}
 CROPS = ("center", "random_resized")
-TOKENIZERS = ("vqgan", "patch_vae", "patch_ae", "patch_pca", "none")
+# tokenizer.name -> the "module:function" that builds it from its node (ldae.tokenizers.build_tokenizer dispatches
+# here): a new tokenizer is its class, its builder and one line here.
+TOKENIZERS = {
+    "vqgan": "ldae.tokenizers:build_conv_vae",
+    "patch_vae": "ldae.tokenizers:build_patch_vae",
+    "patch_ae": "ldae.tokenizers:build_patch_ae",
+    "patch_pca": "ldae.tokenizers:build_patch_pca",
+    "none": "ldae.tokenizers:build_pixels",
+}
+LATENT_UNITS = ("paper", "absolute")  # tokenizer.latent_dim per 768-dim patch (the paper's) or per D = 3 p²
 NO_DECODER: tuple[str, ...] = ()  # encoder-only tokenizers (none ship yet): image inputs/targets need a decoder
 PCA_SCALINGS = ("global", "whiten", "none")  # whiten: each component to unit variance (off by default)
 LATENT_NORMS = ("scale", "scale_shift", "none")  # the measured latent normalisation of trained tokenizers

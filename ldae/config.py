@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ldae import plan
+from ldae import plan, rules
 from ldae.errors import ConfigError  # noqa: F401  raised here, and imported from here by the CLIs and tests
 
 
@@ -74,7 +74,7 @@ def validate(cfg: DictConfig) -> None:
              f"model.class_cond=true needs labels, but data.labels=false for data={d.name}; "
              "set model.class_cond=false")
     pd = cfg.get("probe_data")
-    if pd is not None:  # the probe's own labelled set (ldae/evaluation.py probe_data_config)
+    if pd is not None:  # the probe's own labelled set (ldae.plan.probe_data)
         _check_part(pd, "probe_data", DATASETS)
         _require(bool(pd.get("labels", True)), f"probe_data.labels=false: the probe needs labelled images "
                  f"(probe_data={pd.name}); give a labelled dataset")
@@ -100,7 +100,7 @@ def validate(cfg: DictConfig) -> None:
              f"one; allowed with it: target.input=latent and target.predict={'|'.join(decoder_free)}")
     check("target.predict", t.predict, PREDICTION)
     check("target.input", t.input, INPUTS)
-    _require(t.lambda_t in LAMBDAS, f"unknown target.lambda_t '{t.lambda_t}'; allowed: {', '.join(LAMBDAS)}")
+    check("target.lambda_t", t.lambda_t, LAMBDAS)
     check("target.output_basis", t.output_basis, choices.OUTPUT_BASES)
     if t.output_basis == "tokenizer":
         _require(PREDICTION[t.predict].space == "image",
@@ -118,25 +118,15 @@ def validate(cfg: DictConfig) -> None:
         v = m.get(key)
         _require(v is None or (_is_int(v) and v >= 1), f"model.{key}={v} must be null (the registry's) or an integer >= 1")
     depth = m.depth if m.depth is not None else spec.depth
-    ed = m.encoder_depth
-    _require(ed is None or (_is_int(ed) and 1 <= ed <= depth),
-             f"model.encoder_depth={ed} is out of range; allowed: null (the registry's split) or 1..{depth} "
-             f"(the depth of model.name={m.name})")
+    rules.check_encoder_depth(m.encoder_depth, depth)
     plan.geometry(cfg)  # the token grid, the latent map and the backbone's patch agree
-    _require(not m.class_cond or m.class_dropout > 0,
-             f"model.class_cond=true needs model.class_dropout > 0 (got {m.class_dropout}): the null class it "
-             f"creates is what the probe and guidance feed")
+    rules.check_null_class(m.class_cond, m.class_dropout)
     if m.learn_sigma:
-        _require(PREDICTION[t.predict].learned_sigma, f"model.learn_sigma=true needs target.predict "
-                 f"{' or '.join(names(lambda p: p.learned_sigma))} (a latent prediction), not '{t.predict}'")
-        _require(cfg.schedule.name != "single_level",
-                 "model.learn_sigma=true needs a multi-level schedule (single_level has no step variances)")
+        rules.check_learned_sigma(t.predict, cfg.schedule.name)
     g = cfg.get("gen")
     if g is not None and g.enabled:
         _require(g.sampler in SAMPLERS, f"unknown gen.sampler '{g.sampler}'; allowed: {', '.join(SAMPLERS)}")
-        gc = g.get("guidance_channels", "all")
-        _require(gc in GUIDANCE_CHANNELS,
-                 f"unknown gen.guidance_channels '{gc}'; allowed: {', '.join(GUIDANCE_CHANNELS)}")
+        check("gen.guidance_channels", g.guidance_channels, GUIDANCE_CHANNELS)
         ref = g.fid.get("reference")
         if ref:  # an ADM/DiT .npz of real statistics: fail now, not after pretraining
             _require(bool(g.fid.inception_path), f"gen.fid.reference={ref} needs gen.fid.inception_path (the "
@@ -297,12 +287,7 @@ def _validate_probe(pr: DictConfig, cfg: DictConfig) -> None:
     _require(name in PROTOCOLS, f"unknown probe '{name}'; allowed: {', '.join(PROTOCOLS)}")
     check("probe.clean_input", pr.clean_input, CLEAN_INPUTS)
     check_pool(pr.pool)
-    _require(isinstance(pr.t, int) and 0 <= pr.t <= cfg.schedule.num_steps,
-             f"probe.t={pr.t} must be an integer in 0..{cfg.schedule.num_steps}")
-    off = pr.get("t_offset", 0)
-    _require(isinstance(off, int) and pr.t + off >= 0,
-             f"probe.t_offset={off} with probe.t={pr.t} conditions the backbone on step {pr.t + off}; allowed: "
-             f"an integer with probe.t + probe.t_offset >= 0 (official DiT checkpoints: -1, so probe.t >= 1)")
+    rules.check_probe_step(pr.t, pr.t_offset, cfg.schedule.num_steps)
     from ldae.models.registry import lookup
 
     depth = cfg.model.get("depth") or lookup(cfg.model.name).depth

@@ -31,7 +31,7 @@ from ldae.lit.finetune import AugmentedView, FineTuneModule, train_transform
 from ldae.lit.knn import knn_top1
 from ldae.lit.pretrain import PretrainModule, build_backbone_for
 from ldae.lit.probe import LinearProbe
-from ldae.plan import finetune_batches, probe_batches, resolve, world_size_of
+from ldae.plan import finetune_batches, probe_batches, probe_data, resolve, world_size_of
 from ldae.models.timm_vit import build_vit, fold_encoder
 from ldae.pictures import probe_curve
 from ldae.runtime import loggers_for, probe_devices, stage_accelerator, stage_device
@@ -44,23 +44,14 @@ log = logging.getLogger("ldae")
 TOP1_KEY = {"linear": "probe_top1", "knn": "knn_top1", "finetune": "finetune_top1"}
 
 
-def probe_data_config(cfg: DictConfig) -> DictConfig:
-    """The `data` node of the probe's labelled images: `probe_data` when set (another dataset, read at the
-    pretraining input: data.image_size; every dataset gives 3 channels in [-1, 1]), else the pretraining data."""
-    pd = cfg.get("probe_data")
-    if pd is None:
-        return cfg.data
-    return OmegaConf.merge(pd, {"image_size": int(cfg.data.image_size)})
-
-
 def probe_datasets(cfg: DictConfig, dm: LDAEDataModule | None):
     """(train, val) datasets for the probe: clean views, or augmented train images when probe.augment."""
-    pr, data = cfg.probe, probe_data_config(cfg)
+    pr, data = cfg.probe, probe_data(cfg)
     if cfg.get("probe_data") is not None:
         dm = None  # the loader's sets are the pretraining data's
     if pr.augment:
-        aug = OmegaConf.merge(data, {"crop": "random_resized", "hflip": True})
-        train = build_dataset(aug, "train", min_scale=float(pr.crop_min_scale))
+        aug = OmegaConf.merge(data, {"crop": "random_resized", "hflip": True, "crop_min_scale": pr.crop_min_scale})
+        train = build_dataset(aug, "train")
     elif dm is not None and data.crop == "center" and not data.hflip:
         train = dm.train_set
     else:
@@ -87,7 +78,7 @@ def probe_features(cfg: DictConfig, extractor, train_set, val_set, tag: str):
     """Features and labels of both splits, from the disk cache when `probe.disk_cache` (else extracted).
 
     Returns (train_f, train_y, val_f, val_y, info) with info: per split, whether the cache hit, and the time."""
-    pr, pdata = cfg.probe, probe_data_config(cfg)
+    pr, pdata = cfg.probe, probe_data(cfg)
     cache_dir = feature_cache_dir(cfg) if pr.disk_cache else None
     ident = extractor.identity()
     data = {**data_fingerprint(pdata), "num_val": pdata.get("num_val")}  # the probe's images, not pretraining's
@@ -125,7 +116,7 @@ def train_head(cfg: DictConfig, train_set, val_set, feature_dim: int, out: Path,
     # (so a resumed run probes exactly as an uninterrupted one) and of whether the features were extracted
     # now (the loaders draw seeds) or read from the disk cache.
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    probe = LinearProbe(feature_dim, probe_data_config(cfg).num_classes, optimizer=pr.optimizer, base_lr=b.base_lr,
+    probe = LinearProbe(feature_dim, probe_data(cfg).num_classes, optimizer=pr.optimizer, base_lr=b.base_lr,
                         batch_size=b.effective, momentum=pr.momentum, weight_decay=pr.weight_decay,
                         warmup_epochs=pr.warmup_epochs, extractor=extractor)
     g = torch.Generator().manual_seed(int(cfg.seed))
@@ -224,7 +215,7 @@ def knn_stage(cfg: DictConfig, module, out: Path) -> dict:
     ext = encoder_features(cfg, module)
     t0 = time.time()
     ftr, ytr, fva, yva, info = probe_features(cfg, ext, train_set, val_set, "encoder")
-    top1 = knn_top1(ftr, ytr, fva, yva, int(probe_data_config(cfg).num_classes), int(pr.k), float(pr.temperature))
+    top1 = knn_top1(ftr, ytr, fva, yva, int(probe_data(cfg).num_classes), int(pr.k), float(pr.temperature))
     log.info("knn: top1 %.2f (k=%d, T=%g) on %d train / %d val features", top1, pr.k, pr.temperature,
              len(ytr), len(yva))
     return {"knn_top1": top1, "knn_k": int(pr.k), "knn_temperature": float(pr.temperature),
@@ -233,7 +224,7 @@ def knn_stage(cfg: DictConfig, module, out: Path) -> dict:
 
 def finetune_datasets(cfg: DictConfig):
     """(train, val): clean center-cropped views; the fine-tune module adds App. B's augmentation."""
-    data = probe_data_config(cfg)
+    data = probe_data(cfg)
     return probe_subsets(cfg, build_dataset(data, "train", augment=False), build_dataset(data, "val", augment=False))
 
 
@@ -243,7 +234,7 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     backbone = module.encoder(pr.use_ema)
     sd, kwargs = fold_encoder(backbone, int(pr.t) + int(pr.t_offset), pr.block)  # the step it is conditioned on
-    vit = build_vit(kwargs, num_classes=int(probe_data_config(cfg).num_classes), drop_path_rate=float(pr.drop_path))
+    vit = build_vit(kwargs, num_classes=int(probe_data(cfg).num_classes), drop_path_rate=float(pr.drop_path))
     missing, unexpected = vit.load_state_dict(sd, strict=False)
     assert set(missing) == {"head.weight", "head.bias"} and not unexpected, (missing, unexpected)
     # The clean network input at t (the tokenizer's projection for image-input rows; frozen, no noise).
@@ -259,7 +250,7 @@ def finetune_stage(cfg: DictConfig, module, out: Path) -> dict:
     train_set = AugmentedView(train_set, train_transform(pr, int(cfg.data.image_size)))
     b = finetune_batches(pr, len(train_set))  # an even batch: MixUp pairs samples
     device_batch, accum = b.per_device, b.accumulate
-    ft = FineTuneModule(vit, to_input, int(probe_data_config(cfg).num_classes), pr, b.effective)
+    ft = FineTuneModule(vit, to_input, int(probe_data(cfg).num_classes), pr, b.effective)
     g = torch.Generator().manual_seed(int(cfg.seed))
     workers = int(cfg.data.num_workers)
     train_loader = DataLoader(train_set, batch_size=device_batch, shuffle=True, drop_last=True, generator=g,

@@ -120,7 +120,7 @@ def _data(prefix: str) -> dict[str, Key]:
         "num_classes": Int(rule=True), "labels": Bool(), "num_train": Int(rule=True, null=True),
         "num_val": Int(rule=True, null=True), "seed": Int(lo=0), "difficulty": Float(gt=0),
         "batch_size": Int(rule=True), "device_batch_size": Int(rule=True, null=True), "num_workers": Int(rule=True),
-        "crop": Str(rule=True), "hflip": Bool(), "download": Bool(), "stand_in": Bool(),
+        "crop": Str(rule=True), "crop_min_scale": Float(gt=0, hi=1), "hflip": Bool(), "download": Bool(), "stand_in": Bool(),
     }.items()}
 
 

@@ -26,6 +26,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from omegaconf import OmegaConf
+
+from ldae import rules
+from ldae.choices import LATENT_UNITS, check
 from ldae.diffusion.predictions import PREDICTION
 from ldae.errors import ConfigError
 from ldae.models.registry import lookup
@@ -82,14 +86,14 @@ def resolve_latent_dim(tok) -> int | None:
         return D
     if tok.get("_target_") is not None and tok.get("latent_dim") is None:
         return None
-    units = tok.get("latent_units", "paper")
-    _require(units in ("paper", "absolute"), f"unknown tokenizer.latent_units '{units}'; allowed: paper, absolute")
-    limit = PAPER_PATCH_DIM if units == "paper" else D
     ld = tok.latent_dim
-    _require(isinstance(ld, int) and 1 <= ld <= limit,
-             f"tokenizer.latent_dim={ld} is out of range; allowed: 1..{limit} "
-             + ("(the paper's units, per 768-dim patch)" if units == "paper" else f"(the patch dimension D = 3*{p}*{p})"))
-    return int(ld) if units == "absolute" else effective_latent_dim(int(ld), D)
+    check("tokenizer.latent_units", tok.latent_units, LATENT_UNITS)
+    if tok.latent_units == "absolute":
+        rules.check_token_dim(ld, p)
+        return int(ld)
+    _require(isinstance(ld, int) and 1 <= ld <= PAPER_PATCH_DIM, f"tokenizer.latent_dim={ld} is out of range; "
+             f"allowed: 1..{PAPER_PATCH_DIM} (the paper's units, per 768-dim patch)")
+    return effective_latent_dim(int(ld), D)
 
 
 def vqgan_geometry(patch_size: int, dit_patch, latent_dim: int) -> tuple[int, int]:
@@ -297,8 +301,6 @@ def accelerator_of(accelerator: str) -> str:
 
 def world_size_of(tcfg) -> int:
     """Processes the trainer config asks for (devices x nodes); "auto"/-1 counts visible GPUs."""
-    from omegaconf import OmegaConf
-
     devices, nodes = tcfg.get("devices", 1), int(tcfg.get("num_nodes", 1))
     if isinstance(devices, int) and devices > 0:
         return devices * nodes
@@ -313,6 +315,21 @@ def world_size_of(tcfg) -> int:
     import torch
 
     return torch.cuda.device_count() * nodes
+
+
+# --- the probe's classes ---------------------------------------------------------------------------------------
+def probe_data(cfg):
+    """The `data` node of the probe's labelled images: `probe_data` when set (another dataset, read at the
+    pretraining input: data.image_size; every dataset gives 3 channels in [-1, 1]), else the pretraining data."""
+    pd = cfg.get("probe_data")  # an optional group: absent unless the probe has its own images
+    if pd is None:
+        return cfg.data
+    return OmegaConf.merge(pd, {"image_size": int(cfg.data.image_size)})
+
+
+def chance_top1(cfg) -> float:
+    """Chance top-1 (%) of the probe: 100 / the probe data's classes, the floor every table is read against."""
+    return 100.0 / int(probe_data(cfg).num_classes)
 
 
 # --- the plan ---------------------------------------------------------------------------------------------------

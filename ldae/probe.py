@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from ldae.cli import CONF_DIR, fail, precheck_cli
 from ldae.errors import ConfigError
-from ldae.utils.io import DiskFullError, FolderError
+from ldae.utils.io import DiskFullError, FolderError, require_checkpoint_file
 
 
 def probe_keys(task: list[str]) -> list[str]:
@@ -30,6 +30,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
     hc = HydraConfig.get()
     try:
+        require_checkpoint_file(cfg.ckpt_path, "official" if cfg.get("official") is not None else "ldae")
         from ldae.evaluation import TOP1_KEY, evaluate_checkpoint  # torch loads after the command line's precheck
 
         res = evaluate_checkpoint(cfg, cfg.output_dir or hc.runtime.output_dir, probe_keys(list(hc.overrides.task)))

@@ -12,8 +12,6 @@ from __future__ import annotations
 import signal
 import threading
 
-from pytorch_lightning.callbacks import Callback
-
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _state: dict = {"received": None, "trainer": None}
 
@@ -56,14 +54,10 @@ def uninstall() -> None:
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
-class StopAtStepEnd(Callback):
-    """Marks the pretraining fit as the place where a signal stops at the next step end instead of at once."""
+def watch(trainer) -> None:
+    """The pretraining fit is running: a first signal stops it at the next step end (`lit.checkpointing.StopAtStepEnd`)."""
+    _state["trainer"] = trainer
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        _state["trainer"] = trainer
 
-    def on_fit_end(self, trainer, pl_module) -> None:
-        _state["trainer"] = None
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        _state["trainer"] = None
+def unwatch() -> None:
+    _state["trainer"] = None

@@ -23,12 +23,11 @@ from ldae.data.datamodule import BadImageReport
 from ldae.data.sampling import ConsumedBatches, random_subset
 from ldae.generation import generation_stage
 from ldae.lit.csv_metrics import AppendingCSVLogger as CSVLogger  # a resumed run keeps its curves
-from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep, LastCheckpoint
+from ldae.lit.checkpointing import AtomicCheckpointIO, KillAtStep, LastCheckpoint, StopAtStepEnd
 from ldae.lit.online_probe import OnlineProbe
 from ldae.lit.tokenizer import fit_trainable
 from ldae.pictures import DenoisingPanels, panel_images, tokenizer_pictures
 from ldae.runtime import loggers_for, stage_device
-from ldae.signals import StopAtStepEnd
 from ldae.lit.pretrain import PretrainModule
 from ldae.tokenizers import Tokenizer, TrainableTokenizer, build_tokenizer, fit_or_load
 from ldae.tokenizers.base import ImageBatches

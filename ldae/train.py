@@ -18,7 +18,7 @@ from ldae import signals
 from ldae.cli import CONF_DIR, fail, precheck_cli
 from ldae.config import ConfigError, validate
 from ldae.distributed import end_job, is_rank_zero, job_run_dir
-from ldae.plan import resolve
+from ldae.plan import chance_top1, probe_data, resolve
 from ldae.resume import (Heartbeat, checkpoint_problem, claim, find_unfinished, fingerprint, latest_checkpoint,
                          live_owner, register, registry_entry)
 from ldae.run_identity import identity
@@ -105,14 +105,13 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
 def results_table(results: dict, cfg: DictConfig) -> str:
     """The run's probe beside its two baselines and chance: what a reader checks first (did pretraining learn
     anything the probe cannot get from pixels or from a random network of the same shape?)."""
-    probe_data = cfg.get("probe_data") or cfg.data  # an optional group: absent unless the probe has its own images
-    chance = 100.0 / int(probe_data.num_classes)
+    pdata, chance = probe_data(cfg), chance_top1(cfg)
     rows = [(f"{cfg.name} (pretrained encoder)", results["probe_top1"]),
             ("raw pixels (baseline)", results.get("baseline_pixels_top1")),
             ("random encoder, same architecture (baseline)", results.get("baseline_random_top1")),
-            (f"chance (100 / {int(probe_data.num_classes)} classes)", chance)]
+            (f"chance (100 / {int(pdata.num_classes)} classes)", chance)]
     lines = [f"# {cfg.name} at scale={cfg.scale_name}, data={cfg.data.name}, seed={int(cfg.seed)}", "",
-             f"Linear-probe top-1 (%) on {probe_data.name}, the same probe code for every row; "
+             f"Linear-probe top-1 (%) on {pdata.name}, the same probe code for every row; "
              f"{results['wall_s']:.0f} s in all.", "", "| encoder | probe top-1 | − chance |", "|---|---|---|"]
     for name, top1 in rows:
         if top1 is not None:  # baselines=false leaves them out

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ldae.choices import CROPS, DATASETS, IMAGE_EXTENSIONS, check, fashion_mnist_files
+from ldae.choices import CROPS, DATASETS, IMAGE_EXTENSIONS, builder, check, fashion_mnist_files
 from ldae.data.batch import ImageBatch
 
 
@@ -29,9 +29,9 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(127.5).sub_(1.0)
 
 
-def train_transform(image_size: int, crop: str, hflip: bool, min_scale: float = 0.2):
+def train_transform(image_size: int, crop: str, hflip: bool, min_scale: float):
     """Augmentation on uint8 CHW tensors; None when the paper's default (center crop, no flip) applies.
-    min_scale: RandomResizedCrop's smallest area (0.2: MAE's pretraining; the linear probe passes 0.08)."""
+    min_scale: RandomResizedCrop's smallest area (data.crop_min_scale; the probes' augmentation sets its own)."""
     check("data.crop", crop, CROPS)
     ops = []
     if crop == "random_resized":
@@ -121,7 +121,7 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, root: str, split: str, image_size: int, crop: str, hflip: bool, limit: int | None,
-                 labels: bool = True, min_scale: float = 0.2):
+                 labels: bool, min_scale: float):
         import multiprocessing as mp
 
         from torchvision.datasets.folder import default_loader
@@ -244,38 +244,50 @@ class ConvertedDataset(Dataset):
         return ImageBatch(x, torch.as_tensor(int(label)), i)
 
 
-def build_dataset(cfg, split: str, augment: bool = True, min_scale: float = 0.2) -> Dataset:
-    """cfg: the `data` config node; split: train | val. augment=False gives the clean (center-crop) view.
-    min_scale: the smallest RandomResizedCrop area when cfg.crop=random_resized.
+def build_dataset(cfg, split: str, augment: bool = True) -> Dataset:
+    """cfg: the `data` config node; split: train | val. augment=False gives the clean (center-crop) view; the
+    augmentation is cfg.crop (random_resized keeps area >= cfg.crop_min_scale) and cfg.hflip.
     A node with `_target_` is a user's dataset (ldae.plugins), built with split= and converted."""
-    name, size = cfg.name, cfg.image_size
+    size = cfg.image_size
     crop, hflip = (cfg.crop, cfg.hflip) if augment and split == "train" else ("center", False)
     limit = cfg.num_train if split == "train" else cfg.num_val
+    transform = train_transform(size, crop, hflip, float(cfg.crop_min_scale))
     from ldae import plugins
 
     if plugins.is_plugin(cfg):
         ldae_args = {"split": split, "root": cfg.get("root"), "image_size": size, "download": cfg.get("download")}
         inner = plugins.instantiate(cfg, "data", ldae_args)
-        return ConvertedDataset(inner, size, limit, train_transform(size, crop, hflip, min_scale),
-                                seed=int(cfg.get("seed") or 0))
-    if name == "imagefolder":
-        return ImageFolderDataset(cfg.root, split, size, crop, hflip, limit, labels=cfg.labels,
-                                  min_scale=min_scale)
-    if name == "shapes":
-        from ldae.data.shapes import make_shapes
+        return ConvertedDataset(inner, size, limit, transform, seed=int(cfg.seed))
+    if cfg.name not in DATASETS:
+        raise DataError(f"unknown data '{cfg.name}'; allowed: {', '.join(DATASETS)}")
+    return builder(DATASETS, cfg.name)(cfg, split, limit, crop, hflip, transform)
 
-        # Train and val come from disjoint seeds; the generator is deterministic per (seed, index).
-        n = cfg.num_train if split == "train" else cfg.num_val
-        imgs, labels = make_shapes(n, size, seed=cfg.seed * 2 + (split != "train"), num_classes=cfg.num_classes,
-                                   difficulty=cfg.difficulty)
-        images, labels = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
-    elif name == "fashion_mnist":
-        images, labels = _subset(*load_fashion_mnist(cfg.root, split, cfg.download), limit)
-    elif name == "cifar10":
-        images, labels = _subset(*load_cifar10(cfg.root, split, cfg.download), limit)
-    else:
-        raise DataError(f"unknown data '{name}'; allowed: {', '.join(DATASETS)}")
-    return TensorImageDataset(resize_center(images, size), labels, train_transform(size, crop, hflip, min_scale))
+
+# Each reader: (data node, split, limit, crop, hflip, the uint8 augmentation) -> the split's Dataset.
+def shapes_split(cfg, split: str, limit, crop: str, hflip: bool, transform) -> Dataset:
+    from ldae.data.shapes import make_shapes
+
+    # Train and val come from disjoint seeds; the generator is deterministic per (seed, index).
+    imgs, labels = make_shapes(limit, cfg.image_size, seed=cfg.seed * 2 + (split != "train"),
+                               num_classes=cfg.num_classes, difficulty=cfg.difficulty)
+    images, labels = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
+    return TensorImageDataset(resize_center(images, cfg.image_size), labels, transform)
+
+
+def fashion_mnist_split(cfg, split: str, limit, crop: str, hflip: bool, transform) -> Dataset:
+    images, labels = _subset(*load_fashion_mnist(cfg.root, split, cfg.download), limit)
+    return TensorImageDataset(resize_center(images, cfg.image_size), labels, transform)
+
+
+def cifar10_split(cfg, split: str, limit, crop: str, hflip: bool, transform) -> Dataset:
+    images, labels = _subset(*load_cifar10(cfg.root, split, cfg.download), limit)
+    return TensorImageDataset(resize_center(images, cfg.image_size), labels, transform)
+
+
+def imagefolder_split(cfg, split: str, limit, crop: str, hflip: bool, transform) -> Dataset:
+    # Decoded per item from files of any size: its own PIL-side crop instead of the uint8 `transform`.
+    return ImageFolderDataset(cfg.root, split, cfg.image_size, crop, hflip, limit, labels=cfg.labels,
+                              min_scale=float(cfg.crop_min_scale))
 
 
 def data_fingerprint(cfg) -> dict:

@@ -17,21 +17,21 @@ import math
 import torch
 from torch import nn
 
+from ldae import rules
 from ldae.choices import INPUTS, LAMBDAS, OUTPUT_BASES, check
 from ldae.diffusion.predictions import PREDICTION
 
 
 def loss_weight(kind: str, gamma: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """λ_t per sample from γ_t, σ_t (B,)."""
+    check("target.lambda_t", kind, LAMBDAS)
     if kind == "one":
         return torch.ones_like(gamma)
     if kind == "snr":  # Salimans & Ho; clamped where σ reaches 0
         return gamma**2 / sigma.clamp_min(1e-4) ** 2
     if kind == "gamma2":  # the paper's choice for x0 prediction (more weight on cleaner data)
         return gamma**2
-    if kind == "inv_one_plus_sigma2":  # once γ ≡ 1 (PAPER.md 2.1)
-        return 1.0 / (1.0 + sigma**2)
-    raise ValueError(f"unknown lambda_t '{kind}'; allowed: {', '.join(LAMBDAS)}")
+    return 1.0 / (1.0 + sigma**2)  # inv_one_plus_sigma2: once γ ≡ 1 (PAPER.md 2.1)
 
 
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
@@ -66,10 +66,8 @@ def vb_term(schedule, predict: str, mean_out: torch.Tensor, var_out: torch.Tenso
     mean_out: the ε or x0 prediction (its gradient is stopped: only the variance learns from this term);
     var_out: the interpolation values v. t ≥ 1; at t = 1 the decoder NLL, elsewhere KL(q(z_{t−1}|z_t,z0) || p).
     """
-    spec = PREDICTION.get(predict)
-    if spec is None or not spec.learned_sigma:
-        allowed = " or ".join(k for k, p in PREDICTION.items() if p.learned_sigma)
-        raise ValueError(f"learned sigma needs target.predict {allowed} (a latent prediction), not '{predict}'")
+    rules.check_learned_sigma(predict)
+    spec = PREDICTION[predict]
     x0_hat = spec.to_x0(mean_out.detach(), z_t, t, schedule, None)  # a latent prediction: no tokenizer
     s = t - 1
     model_log = learned_log_variance(schedule, var_out, t, s)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ldae.choices import GUIDANCE_CHANNELS, SAMPLERS, builder
+from ldae.choices import GUIDANCE_CHANNELS, SAMPLERS, builder, check
 from ldae.diffusion.objectives import learned_log_variance
 
 
@@ -51,8 +51,7 @@ class Denoiser(nn.Module):
     def __init__(self, model, objective, schedule, tokenizer=None, guidance_scale: float = 1.0, t_offset: int = 0,
                  guidance_channels: str = "all"):
         super().__init__()
-        if guidance_channels not in GUIDANCE_CHANNELS:
-            raise ValueError(f"unknown guidance_channels '{guidance_channels}'; allowed: {', '.join(GUIDANCE_CHANNELS)}")
+        check("gen.guidance_channels", guidance_channels, GUIDANCE_CHANNELS)
         self.model, self.objective, self.schedule, self.tokenizer = model, objective, schedule, tokenizer
         self.guidance_scale, self.t_offset = float(guidance_scale), int(t_offset)
         self.guidance_channels = guidance_channels

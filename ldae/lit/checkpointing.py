@@ -12,6 +12,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, Checkpoint
 
+from ldae import signals
 from ldae.utils.io import atomic_torch_save
 
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DDP/DataParallel wrappers
@@ -133,3 +134,17 @@ class KillAtStep(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+class StopAtStepEnd(Callback):
+    """Marks the pretraining fit as the place where a signal stops at the next step end instead of at once
+    (ldae.signals stays Lightning-free, so a bad command line fails before Lightning is imported)."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        signals.watch(trainer)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        signals.unwatch()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        signals.unwatch()

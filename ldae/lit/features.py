@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ldae import rules
 from ldae.choices import CLEAN_INPUTS, check, check_pool
 from ldae.ops.noise import STREAM_EPS, keyed_normal, sample_keys
 from ldae.utils.io import atomic_torch_save, load_problem, move_aside
@@ -48,16 +49,12 @@ class EncoderFeatures(nn.Module):
         super().__init__()
         check_pool(pool)
         check("probe.clean_input", clean_input, CLEAN_INPUTS)
-        if not 0 <= t <= schedule.num_steps:
-            raise ValueError(f"probe.t={t} must be in 0..{schedule.num_steps}")
+        rules.check_probe_step(t, t_offset, schedule.num_steps)
         self.backbone, self.tokenizer, self.objective, self.schedule = backbone, tokenizer, objective, schedule
         self.t, self.noisy, self.clean_input, self.block, self.seed = t, noisy, clean_input, block, seed
         # Added to t for the backbone only, as the sampler's gen.t_offset: -1 for official DiT checkpoints,
         # conditioned on DDPM's step k = t - 1 while the noise of level t is what t means here.
         self.pool, self.t_offset = pool, int(t_offset)
-        if self.t + self.t_offset < 0:
-            raise ValueError(f"probe.t={t} with probe.t_offset={t_offset} conditions on step {t + t_offset}; "
-                             f"allowed: probe.t >= {-self.t_offset}")
         self.requires_grad_(False)
 
     @property

@@ -19,6 +19,7 @@ from timm.layers import Attention, Mlp, PatchEmbed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ldae import rules
 from ldae.ops.patch import unpatchify
 
 
@@ -114,9 +115,8 @@ class DiT(nn.Module):
         self.out_patch_size = patch_size if out_patch_size is None else out_patch_size
         self.out_channels = out_channels * (2 if learn_sigma else 1)
         self.learn_sigma, self.adaln_zero = learn_sigma, adaln_zero
+        rules.check_encoder_depth(encoder_depth, depth)
         self.encoder_depth = depth // 2 if encoder_depth is None else encoder_depth
-        if not 1 <= self.encoder_depth <= depth:
-            raise ValueError(f"model.encoder_depth={self.encoder_depth} must be in 1..{depth} (the model depth)")
         self.hidden_size, self.depth, self.num_heads = hidden_size, depth, num_heads
         cond_width = max(1, int(round(hidden_size * cond_ratio)))
         self.cond_width = cond_width

@@ -14,6 +14,7 @@ one folder, and `claims.json` is rewritten after every run.
 from __future__ import annotations
 
 import logging
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,7 +246,8 @@ def plot(verdicts: list[dict], path: Path, title: str) -> None:
     n = len(verdicts)
     cols = min(5, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    width = max(3.2 * cols, 6.4)  # a part of one claim still gets room for its title
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 2.8 * rows + 0.4), squeeze=False)
     for ax, v in zip(axes.flat, verdicts):
         xs = list(range(len(v["arms"])))
         for x, a in zip(xs, v["arms"]):
@@ -259,7 +261,8 @@ def plot(verdicts: list[dict], path: Path, title: str) -> None:
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle(title + " (bars: ±1 SE over seeds; dots: seeds)", fontsize=9)
+    # ~14 characters per inch at 9 pt: wrapped, the title stays inside a narrow figure
+    fig.suptitle(textwrap.fill(title + " (bars: ±1 SE over seeds; dots: seeds)", int(width * 14)), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
 

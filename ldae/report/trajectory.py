@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ldae import keys
 from ldae.config import ConfigError
 from ldae.paper import STEPS  # (config name, change, short label, paper top-1, paper FID)
+from ldae.plan import chance_top1
 from ldae.report.compose import budget_note, budget_overrides, compose_train
 from ldae.report.compose import user_overrides as compose_user_overrides
 from ldae.report.stats import mean_std
@@ -253,7 +254,7 @@ def run_trajectory(cfg: DictConfig, out: str | Path, task_overrides: list[str]) 
     row_cfgs = compose_rows([STEPS[i][0] for i in steps], seeds, [*budget, *extra])
     out.mkdir(parents=True, exist_ok=True)
     meta = {"scale": cfg.scale_name, "data": cfg.data.name, "seeds": seeds, "steps": steps, "budget": budget,
-            "chance": 100.0 / int(cfg.data.num_classes), "budget_note": budget_note(cfg),
+            "chance": chance_top1(cfg), "budget_note": budget_note(cfg),
             "overrides": extra, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": 0.0}
     runs: dict[str, list[dict]] = {}
     t0, total, k = time.time(), len(steps) * nseeds, 0
@@ -303,7 +304,7 @@ def run_trajectory(cfg: DictConfig, out: str | Path, task_overrides: list[str]) 
     (out / "trajectory.md").write_text(render_markdown(doc["rows"], meta))
     plot(doc["rows"], out / "trajectory.png",
          title=f"l-DAE trajectory: scale={meta['scale']}, data={meta['data']}, {nseeds} seed(s)",
-         chance=100.0 / int(cfg.data.num_classes), baselines=meta.get("baselines"))
+         chance=meta["chance"], baselines=meta.get("baselines"))
     print(f"[trajectory] {out / 'trajectory.md'}, trajectory.json, trajectory.png", flush=True)
     return doc
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ldae.choices import TOKENIZERS, builder, check
 from ldae.distributed import env_rank
 from ldae.plan import resolve_latent_dim
 from ldae.tokenizers.base import Tokenizer
@@ -18,11 +19,10 @@ from ldae.tokenizers.identity import Pixels
 from ldae.tokenizers.linear import PatchAE, PatchVAE
 from ldae.tokenizers.pca import PatchPCA
 from ldae.tokenizers.trainable import TrainableTokenizer
+from ldae.tokenizers.vqgan import ConvVAE
 from ldae.utils.io import atomic_torch_save, load_problem, move_aside, wait_for_file
 
 log = logging.getLogger(__name__)
-
-from ldae.choices import TOKENIZERS
 
 # How a trained tokenizer's node (conf/tokenizer/patch_ae.yaml, vqgan.yaml) maps onto its constructor: every key
 # is required, and tests/test_constructors.py checks that the shipped nodes hold exactly these and STAGE_KEYS.
@@ -43,26 +43,41 @@ def build_tokenizer(cfg) -> Tokenizer:
 
     if plugins.is_plugin(cfg):
         return build_plugin_tokenizer(cfg)
-    if cfg.name == "patch_pca":
-        return PatchPCA(patch_size=cfg.patch_size, latent_dim=resolve_latent_dim(cfg), center=cfg.center,
-                        scaling=cfg.scaling, num_patches=cfg.num_patches, seed=cfg.seed)
-    if cfg.name == "none":
-        return Pixels(patch_size=cfg.patch_size)
-    if cfg.name in ("patch_ae", "patch_vae", "vqgan"):
-        from omegaconf import OmegaConf
+    check("tokenizer", cfg.name, TOKENIZERS)
+    return builder(TOKENIZERS, cfg.name)(cfg)
 
-        spec = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-        common = dict(train={k: spec[key] for key, k in TRAIN_KEYS.items()},
-                      loss={k: spec[key] for key, k in LOSS_KEYS.items()}, normalize=spec["normalize"],
-                      posterior=spec["posterior"], norm_batches=spec["norm_batches"], spec=spec)
-        if cfg.name == "patch_ae":
-            return PatchAE(cfg.patch_size, resolve_latent_dim(cfg), **common)
-        if cfg.name == "patch_vae":
-            return PatchVAE(cfg.patch_size, resolve_latent_dim(cfg), **common)
-        from ldae.tokenizers.vqgan import ConvVAE
 
-        return ConvVAE(cfg.patch_size, resolve_latent_dim(cfg), **{k: spec[k] for k in CONV_VAE_KEYS}, **common)
-    raise ValueError(f"unknown tokenizer '{cfg.name}'; allowed: {', '.join(TOKENIZERS)}")
+def build_patch_pca(cfg) -> PatchPCA:
+    return PatchPCA(patch_size=cfg.patch_size, latent_dim=resolve_latent_dim(cfg), center=cfg.center,
+                    scaling=cfg.scaling, num_patches=cfg.num_patches, seed=cfg.seed)
+
+
+def build_pixels(cfg) -> Pixels:
+    return Pixels(patch_size=cfg.patch_size)
+
+
+def _trained_args(cfg) -> tuple[dict, dict]:
+    """(the node as plain data, the arguments every gradient-trained tokenizer takes from it)."""
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    common = dict(train={k: spec[key] for key, k in TRAIN_KEYS.items()},
+                  loss={k: spec[key] for key, k in LOSS_KEYS.items()}, normalize=spec["normalize"],
+                  posterior=spec["posterior"], norm_batches=spec["norm_batches"], spec=spec)
+    return spec, common
+
+
+def build_patch_ae(cfg) -> PatchAE:
+    return PatchAE(cfg.patch_size, resolve_latent_dim(cfg), **_trained_args(cfg)[1])
+
+
+def build_patch_vae(cfg) -> PatchVAE:
+    return PatchVAE(cfg.patch_size, resolve_latent_dim(cfg), **_trained_args(cfg)[1])
+
+
+def build_conv_vae(cfg) -> ConvVAE:
+    spec, common = _trained_args(cfg)
+    return ConvVAE(cfg.patch_size, resolve_latent_dim(cfg), **{k: spec[k] for k in CONV_VAE_KEYS}, **common)
 
 
 def build_plugin_tokenizer(cfg) -> Tokenizer:

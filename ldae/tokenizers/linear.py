@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ldae import rules
 from ldae.ops.patch import map_to_tokens, tokens_to_map
 from ldae.tokenizers.trainable import TrainableTokenizer
 
@@ -22,8 +23,7 @@ class PatchAE(TrainableTokenizer):
     def __init__(self, patch_size: int, latent_dim: int, **kw):
         super().__init__(patch_size, latent_dim, **kw)
         D = self.patch_dim
-        if not 1 <= latent_dim <= D:
-            raise ValueError(f"tokenizer latent_dim={latent_dim} must be in 1..{D} (the patch dimension)")
+        rules.check_token_dim(latent_dim, patch_size)
         g = torch.Generator().manual_seed(int(self.train_cfg["seed"]))
         self.enc = nn.Linear(D, latent_dim)  # V
         self.dec = nn.Linear(latent_dim, D)  # U^T

@@ -18,11 +18,11 @@ from collections.abc import Iterable
 import torch
 from tqdm.auto import tqdm
 
-from ldae.tokenizers.base import Tokenizer
-from ldae.ops.patch import map_to_tokens, tokens_to_map
-
+from ldae import rules
 from ldae.choices import PCA_SCALINGS as SCALINGS
 from ldae.choices import check
+from ldae.ops.patch import map_to_tokens, tokens_to_map
+from ldae.tokenizers.base import Tokenizer
 
 
 class PatchPCA(Tokenizer):
@@ -33,8 +33,7 @@ class PatchPCA(Tokenizer):
                  scaling: str = "global", num_patches: int = 1_000_000, seed: int = 0):
         super().__init__(patch_size, latent_dim, channels)
         check("tokenizer.scaling", scaling, SCALINGS)
-        if not 1 <= latent_dim <= self.patch_dim:
-            raise ValueError(f"tokenizer latent_dim={latent_dim} must be in 1..{self.patch_dim} (the patch dimension)")
+        rules.check_token_dim(latent_dim, patch_size, channels)
         self.center, self.scaling, self.num_patches, self.seed = center, scaling, num_patches, seed
         D = self.patch_dim
         self.register_buffer("mean", torch.zeros(D))

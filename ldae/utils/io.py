@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ldae.errors import ConfigError
+
 FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -42,6 +44,18 @@ class FolderError(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+# What each kind of checkpoint file is, for the one line that says a path is not one.
+CHECKPOINT_KINDS = {"ldae": "a checkpoint written by ldae-train (RUN_DIR/checkpoints/last.ckpt)",
+                    "official": "an official DiT checkpoint file"}
+
+
+def require_checkpoint_file(ckpt_path: str | os.PathLike, kind: str) -> Path:
+    """`ckpt_path` is a file (torch-free, so ldae-probe says so before torch loads); `kind` names what it must be."""
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give {CHECKPOINT_KINDS[kind]}")
+    return Path(ckpt_path)
 
 
 def check_writable(folder: str | os.PathLike, key: str, need_bytes: int = 0, need_what: str = "") -> None:

@@ -117,3 +117,40 @@ def test_conv_vae_keys_are_its_own_arguments():
     from ldae.tokenizers.vqgan import ConvVAE
 
     assert set(CONV_VAE_KEYS) == _params(ConvVAE.__init__, skip={"patch_size", "latent_dim"})
+
+
+class _NodeReads(_Reads):
+    """A config node (attribute or item access, .get) that records the keys read; `_target_` (the plug-in probe)
+    is not a key of a built-in node."""
+
+    def __getattr__(self, key):
+        return self[key]
+
+    def get(self, key, default=None):
+        if key == "_target_":
+            return super().get(key, default)
+        return self[key] if key in self else default
+
+
+def test_the_model_node_is_read_whole_and_sets_every_backbone_argument(monkeypatch):
+    """conf/model/dit.yaml -> build_backbone (+ the plan's patch) -> DiT: every node key is read, and every DiT
+    argument is passed, so no keyword default of DiT is reached from a config; a missing key fails."""
+    from ldae.models import build_backbone, dit
+    from ldae.plan import model_patch
+
+    real, passed = dit.DiT, {}
+
+    class Recorder:
+        def __init__(self, **kw):
+            passed.update(kw)
+
+    monkeypatch.setattr(dit, "DiT", Recorder)
+    cfg = compose_config(["experiment=ldae", "scale=smoke"])
+    plain = OmegaConf.to_container(cfg.model, resolve=True)
+    node = _NodeReads(plain)
+    build_backbone(node, input_size=8, patch_size=model_patch(node) or 2, in_channels=4, out_channels=4)
+    assert node.read == set(node), sorted(set(node) - node.read)
+    assert set(passed) == _params(real.__init__), sorted(_params(real.__init__) ^ set(passed))
+    for key in sorted(set(plain) - {"patch_size"}):  # the plan reads patch_size (None there: the tokenizer's)
+        with pytest.raises(KeyError):
+            build_backbone(_NodeReads({k: v for k, v in plain.items() if k != key}), 8, 2, 4, 4)

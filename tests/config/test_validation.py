@@ -119,7 +119,7 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path, caplog):
     root = _folder(tmp_path)
     (root / "train" / "a" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     (root / "train" / "b" / "9.jpg").write_bytes(b"")  # empty file
-    ds = ImageFolderDataset(str(root), "train", 16, "center", False, None)
+    ds = ImageFolderDataset(str(root), "train", 16, "center", False, None, labels=True, min_scale=0.2)
     assert len(ds) == 7
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1)
     xs, ys, idx = zip(*loader)
@@ -137,13 +137,13 @@ def test_empty_class_folder_and_empty_split_are_clear_errors(tmp_path):
     root = _folder(tmp_path)
     (root / "train" / "empty_class").mkdir()
     with pytest.raises(DataError, match=r"class folder .*empty_class holds no images"):
-        ImageFolderDataset(str(root), "train", 16, "center", False, None)
+        ImageFolderDataset(str(root), "train", 16, "center", False, None, labels=True, min_scale=0.2)
     (root / "nothing").mkdir()
     with pytest.raises(DataError, match=r"no class folders in .*nothing"):
-        ImageFolderDataset(str(root), "nothing", 16, "center", False, None)
+        ImageFolderDataset(str(root), "nothing", 16, "center", False, None, labels=True, min_scale=0.2)
     with pytest.raises(DataError, match=r"no images in .*nothing \(the nothing split is empty\)"):
-        ImageFolderDataset(str(root), "nothing", 16, "center", False, None, labels=False)
-    flat = ImageFolderDataset(str(root), "val", 16, "center", False, None, labels=False)
+        ImageFolderDataset(str(root), "nothing", 16, "center", False, None, labels=False, min_scale=0.2)
+    flat = ImageFolderDataset(str(root), "val", 16, "center", False, None, labels=False, min_scale=0.2)
     assert len(flat) == 6 and flat[0][1] == -1
 
 
@@ -184,7 +184,7 @@ def test_a_worker_that_finds_no_readable_image_is_one_line_naming_the_folder(cap
     root = _folder(tmp_path / "imgs")
     for f in (root / "train").rglob("*.png"):
         f.write_bytes(b"")
-    ds = ImageFolderDataset(str(root), "train", 16, "center", False, None)
+    ds = ImageFolderDataset(str(root), "train", 16, "center", False, None, labels=True, min_scale=0.2)
     with pytest.raises(DataError) as e:
         next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1)))
     assert "Traceback" in str(e.value)  # what the user saw before

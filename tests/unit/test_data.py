@@ -12,7 +12,7 @@ FASHION = "/usr/share/datasets/fashion-mnist"
 
 def _cfg(**kw):
     base = {"name": "shapes", "root": None, "image_size": 16, "num_classes": 10, "num_train": 64, "num_val": 32,
-            "seed": 0, "difficulty": 1.0, "crop": "center", "hflip": False, "download": False}
+            "seed": 0, "difficulty": 1.0, "crop": "center", "crop_min_scale": 0.2, "hflip": False, "download": False}
     base.update(kw)
     return OmegaConf.create(base)
 

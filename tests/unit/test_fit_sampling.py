@@ -85,7 +85,7 @@ def test_fit_images_are_a_random_sample_of_a_class_sorted_folder(compose, sorted
 def test_patch_budget_is_spread_over_the_whole_pass(sorted_folder):
     """A budget of a quarter of the patches, streamed class by class, still sees every class."""
     data = OmegaConf.create({"name": "imagefolder", "root": str(sorted_folder), "image_size": SIZE,
-                             "crop": "center", "hflip": False, "num_train": None, "num_val": None, "labels": True})
+                             "crop": "center", "crop_min_scale": 0.2, "hflip": False, "num_train": None, "num_val": None, "labels": True})
     train = build_dataset(data, "train", augment=False)
     images = torch.stack([train[i][0] for i in range(len(train))])  # (160, 3, 16, 16), class-sorted
     total = images.shape[0] * (SIZE // 4) ** 2

@@ -131,7 +131,7 @@ def test_ldae_has_no_import_circle():
 # The data path, bottom to top (ARCHITECTURE.md): a module may import its own layer and those below it.
 LAYERS = [
     ("tables", ["ldae.errors", "ldae.choices", "ldae.paper", "ldae.weights", "ldae.utils", "ldae.models.registry",
-                "ldae.diffusion.predictions", "ldae.signals"]),
+                "ldae.diffusion.predictions", "ldae.signals", "ldae.rules"]),
     ("config", ["ldae.keys", "ldae.extras", "ldae.plugins", "ldae.plan", "ldae.config", "ldae.cli",
                 "ldae.run_identity"]),
     ("processes", ["ldae.distributed", "ldae.resume"]),

@@ -174,7 +174,7 @@ def test_dit_guidance_channels_match_a_hand_computation():
     # Scale 1 needs no null pass and is the conditional prediction in both modes.
     one = Denoiser(m, Objective("eps", "latent", "one"), sch, None, 1.0, guidance_channels="dit").raw(z, t, y)
     assert torch.allclose(torch.cat(one, 1), c, atol=1e-6)
-    with pytest.raises(ValueError, match="unknown guidance_channels 'x'; allowed: all, dit"):
+    with pytest.raises(ValueError, match="unknown gen.guidance_channels 'x'; allowed: all, dit"):
         Denoiser(m, Objective("eps", "latent", "one"), sch, None, s, guidance_channels="x")
 
 
