@@ -75,3 +75,20 @@ def test_bad_input_on_the_command_line(prog, args, message):
     assert p.returncode == 2, p.stderr[-1500:]
     assert p.stderr.strip().splitlines() == [f"{prog}: error: " + p.stderr.split(": error: ", 1)[1].strip()]
     assert p.stderr.startswith(f"{prog}: error: {message}") and "Traceback" not in p.stderr + p.stdout, p.stderr
+
+
+@pytest.mark.parametrize("module, args", [
+    ("ldae.train", ["experiment=ldae", "scale=smoke", "seed=abc"]),
+    ("ldae.probe", ["ckpt_path=/nonexistent.ckpt"]),
+    ("ldae.export", ["ckpt_path=/nonexistent.ckpt"]),
+])
+def test_a_refused_command_line_never_imports_torch(module, args):
+    """The commands refuse bad input before torch (and Lightning) load: a typo costs a second, not an import."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, importlib\nsys.argv = ['x', *{args!r}]\nm = importlib.import_module({module!r})\n"
+            "try:\n    m.cli()\nexcept SystemExit as e:\n    print(e.code)\n"
+            "print(sorted(k for k in ('torch', 'pytorch_lightning') if k in sys.modules))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.stdout.splitlines()[-2:] == ["2", "[]"], (p.stdout, p.stderr[-1500:])
