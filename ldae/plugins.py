@@ -20,7 +20,7 @@ OWN_KEYS = {
     "tokenizer": ("name", "patch_size", "latent_dim", "latent_units", "num_patches", "fit_images", "seed", "cache",
                   "latent_cache", "center", "scaling"),
     "data": ("name", "root", "image_size", "num_classes", "labels", "num_train", "num_val", "seed", "difficulty",
-             "batch_size", "device_batch_size", "num_workers", "crop", "hflip", "download"),
+             "batch_size", "device_batch_size", "num_workers", "crop", "crop_min_scale", "hflip", "download"),
     "schedule": ("name", "num_steps"),
     # conf/model/dit.yaml's keys (a model plug-in's defaults): the scale picks model.name, a registry size
     # whose width/depth/heads/split reach the constructor resolved (ldae.models.build_backbone)
