@@ -11,6 +11,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Tests never touch the user's cache of fitted tokenizers.
 os.environ.setdefault("LDAE_CACHE", tempfile.mkdtemp(prefix="ldae-test-cache-"))
 os.environ.setdefault("WANDB_MODE", "offline")
+# Keep compiled bytecode even where the environment asks not to (PYTHONDONTWRITEBYTECODE, common in containers):
+# the suite starts some fifty Python processes (xdist workers, CLI runs, DDP ranks) that each import torch and
+# Lightning, and without .pyc files each of them compiles those ~4,000 modules again (~16 s of CPU apiece here).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 

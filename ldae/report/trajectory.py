@@ -22,6 +22,7 @@ from ldae.plan import chance_top1
 from ldae.report.compose import budget_note, budget_overrides, compose_train
 from ldae.report.compose import user_overrides as compose_user_overrides
 from ldae.report.stats import mean_std
+from ldae.rules import is_int
 from ldae.utils.io import DiskFullError, atomic_write_json
 
 log = logging.getLogger("ldae.trajectory")
@@ -175,16 +176,12 @@ def user_overrides(task_overrides: list[str]) -> list[str]:
     return compose_user_overrides(task_overrides, OWN_KEYS, "experiments/trajectory.py")
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def selected_steps(cfg: DictConfig) -> list[int]:
     raw = cfg.steps
     if raw is None:
         return list(range(len(STEPS)))
-    steps = [raw] if _is_int(raw) else list(raw) if OmegaConf.is_list(raw) else None
-    if steps is None or not all(_is_int(s) for s in steps):
+    steps = [raw] if is_int(raw) else list(raw) if OmegaConf.is_list(raw) else None
+    if steps is None or not all(is_int(s) for s in steps):
         raise ConfigError(f"steps={raw} is not a list of row numbers; allowed: null (all rows) or a list such as "
                           f"'steps=[0,5,12]' of 0..{len(STEPS) - 1}")
     bad = [s for s in steps if not 0 <= s < len(STEPS)]
@@ -196,10 +193,10 @@ def selected_steps(cfg: DictConfig) -> list[int]:
 def check_own_keys(cfg: DictConfig) -> None:
     """The keys trajectory.yaml adds to train.yaml; the CLI's precheck runs it before Hydra starts."""
     selected_steps(cfg)
-    if not (_is_int(cfg.seed) and cfg.seed >= 0):  # the rows' seeds are seed, seed+1, ...
+    if not (is_int(cfg.seed) and cfg.seed >= 0):  # the rows' seeds are seed, seed+1, ...
         raise ConfigError(f"seed={cfg.seed} must be an integer >= 0")
     n = cfg.seeds
-    if not (_is_int(n) and n >= 1):
+    if not (is_int(n) and n >= 1):
         raise ConfigError(f"seeds={n} must be an integer >= 1 (the number of seeds per row: seed, seed+1, ...)")
     if not isinstance(cfg.baselines_once, bool):
         raise ConfigError(f"baselines_once={cfg.baselines_once} must be true or false")

@@ -3,7 +3,6 @@ line on stderr, exit 2, no traceback."""
 
 import json
 import os
-import time
 
 import pytest
 from helpers import RESULT_KEYS, ROOT, run_cli
@@ -13,13 +12,11 @@ def _cli(*args, timeout=120):
     return run_cli("ldae-train", *args, timeout=timeout)
 
 
-def test_cli_smoke_run_under_a_minute(tmp_path):
-    # Its own run, not tests/integration's shared one: the console script itself is what is timed.
-    t0 = time.time()
+def test_cli_smoke_run_writes_its_results_and_config(tmp_path):
+    # Its own run, not tests/integration's shared one: the console script itself is what is checked. Its speed is
+    # a benchmark's business (results.json's `wall`, or farm-bench over the command), not a test's.
     p = _cli("experiment=ldae", "scale=smoke", f"hydra.run.dir={tmp_path}")
-    wall = time.time() - t0
     assert p.returncode == 0, p.stderr[-2000:]
-    assert wall < 60, wall
     res = json.loads((tmp_path / "results.json").read_text())
     assert all(k in res for k in RESULT_KEYS)
     assert (tmp_path / ".hydra" / "config.yaml").exists()
