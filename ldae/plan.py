@@ -69,7 +69,7 @@ def token_grid(image_size: int, patch_size) -> int:
     p = patch_size
     require(isinstance(p, int) and p >= 1, f"tokenizer.patch_size={p} must be an integer >= 1")
     require(image_size % p == 0,
-             f"data.image_size={image_size} is not divisible by tokenizer.patch_size={p}; allowed: multiples of {p}")
+            f"data.image_size={image_size} is not divisible by tokenizer.patch_size={p}; allowed: multiples of {p}")
     return image_size // p
 
 
@@ -88,7 +88,7 @@ def resolve_latent_dim(tok) -> int | None:
         rules.check_token_dim(ld, p)
         return int(ld)
     require(isinstance(ld, int) and 1 <= ld <= PAPER_PATCH_DIM, f"tokenizer.latent_dim={ld} is out of range; "
-             f"allowed: 1..{PAPER_PATCH_DIM} (the paper's units, per 768-dim patch)")
+            f"allowed: 1..{PAPER_PATCH_DIM} (the paper's units, per 768-dim patch)")
     return effective_latent_dim(int(ld), D)
 
 
@@ -97,8 +97,8 @@ def vqgan_geometry(patch_size: int, dit_patch, latent_dim: int) -> tuple[int, in
     halves), C = round(d / dit_patch²) ≥ 1."""
     p, dp = patch_size, dit_patch
     require(isinstance(dp, int) and dp >= 1 and p % dp == 0 and ((p // dp) & (p // dp - 1)) == 0,
-             f"tokenizer.dit_patch={dp} does not fit tokenizer.patch_size={p}; allowed: divisors of {p} "
-             f"that leave a power-of-2 stride (stride x dit_patch = patch_size)")
+            f"tokenizer.dit_patch={dp} does not fit tokenizer.patch_size={p}; allowed: divisors of {p} "
+            f"that leave a power-of-2 stride (stride x dit_patch = patch_size)")
     return p // dp, max(1, round(latent_dim / dp**2))
 
 
@@ -177,10 +177,10 @@ def backbone_geometry(model_cfg, latent: Latent, image_size: int, input: str, sp
     mlp = model_patch(model_cfg)
     if mlp is not None and latent.patch != 1:
         require(mlp == latent.patch, f"model patch {mlp} (model.name={model_cfg.name}) does not match "
-                 f"tokenizer.dit_patch={latent.patch}; allowed: {latent.patch}, or set tokenizer.dit_patch={mlp}")
+                f"tokenizer.dit_patch={latent.patch}; allowed: {latent.patch}, or set tokenizer.dit_patch={mlp}")
     lp = mlp if mlp is not None else latent.patch
     require(isinstance(lp, int) and lp >= 1 and latent.map_size % lp == 0,
-             f"model patch {lp} does not divide the {latent.map_size}-token grid (data.image_size / tokenizer.patch_size)")
+            f"model patch {lp} does not divide the {latent.map_size}-token grid (data.image_size / tokenizer.patch_size)")
     s, c = latent.stride, latent.channels
     size, patch, cin = (image_size, s * lp, 3) if input == "image" else (latent.map_size, lp, c)
     cout, out_patch = (3, s * lp) if space == "image" else (c, lp)
@@ -225,7 +225,7 @@ def batches(world_size: int, per_device: int, accumulate: int, base_lr: float) -
 def split_batch(global_batch: int, world_size: int, device_cap: int | None) -> tuple[int, int]:
     """Global batch -> (per-device batch, accumulation steps) with per_device * accum * world = global."""
     require(global_batch % world_size == 0, f"data.batch_size={global_batch} is not divisible by the world size "
-             f"{world_size} (trainer.devices x trainer.num_nodes); allowed: multiples of {world_size}")
+            f"{world_size} (trainer.devices x trainer.num_nodes); allowed: multiples of {world_size}")
     per_rank = global_batch // world_size
     accum = 1
     if device_cap:

@@ -14,7 +14,7 @@ def _cli(*args, timeout=120):
 
 def test_cli_smoke_run_writes_its_results_and_config(tmp_path):
     # Its own run, not tests/integration's shared one: the console script itself is what is checked. Its speed is
-    # a benchmark's business (results.json's `wall`, or farm-bench over the command), not a test's.
+    # a benchmark's business (results.json's `wall_s`, or a timer over the whole command), not a test's.
     p = _cli("experiment=ldae", "scale=smoke", f"hydra.run.dir={tmp_path}")
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads((tmp_path / "results.json").read_text())
