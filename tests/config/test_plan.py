@@ -88,6 +88,15 @@ def test_every_scale_experiment_resolves(scale, experiment):
     assert b.lr == pytest.approx(cfg.optim.base_lr * cfg.data.batch_size / 256)
     assert (plan.probe is not None) == (cfg.probe.name == "linear")
     assert plan.clean_input == cfg.probe.clean_input and plan.device in ("cpu", "cuda")
+    # The backbone built from the plan, at this scale's real size: on the meta device (shapes, no memory).
+    from ldae.lit.pretrain import build_backbone_for
+
+    with torch.device("meta"):
+        net = build_backbone_for(cfg, plan.geometry)
+    assert net.x_embedder.proj.in_channels == bb.in_channels and net.patch_size == bb.patch_size
+    assert net.x_embedder.num_patches == bb.num_tokens == net.pos_embed.shape[1]
+    sigma = 2 if cfg.model.learn_sigma else 1
+    assert net.final_layer.linear.out_features == bb.out_patch_size**2 * bb.out_channels * sigma
     try:
         validate(cfg)  # the config checks ask the same derivation: they accept what resolves
     except ConfigError as e:
